@@ -1,7 +1,8 @@
 """STFT, magnitude, mel and log-mel front-ends as differentiable ``nn.Module``s.
 
 Every module is built from one :class:`~wavegen.audio.features.FeatureConfig`, works on any
-device and dtype-promotes to float32, and accepts batched waveforms:
+device, computes in float32 (float64 input stays float64, half precision is promoted), and
+accepts batched waveforms:
 
 * ``[time]`` -> ``[freq, frames]``
 * ``[batch, time]`` or ``[batch, 1, time]`` -> ``[batch, freq, frames]``
@@ -60,6 +61,11 @@ def _flatten_waveform(wave: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]
     return wave.reshape(-1, wave.shape[-1]), lead
 
 
+def _working_precision(x: torch.Tensor) -> torch.Tensor:
+    """float64 stays float64 (for exact checks); everything else computes in float32."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _unflatten(spec: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
     return spec.reshape(*lead, *spec.shape[-2:])
 
@@ -113,12 +119,12 @@ class STFT(nn.Module):
         c = self.config
         flat, lead = _flatten_waveform(wave)
         self._check_length(flat.shape[-1])
-        flat = flat.float()
+        flat = _working_precision(flat)
         if c.padding == "hop_aligned" and c.pad_amount > 0:
             flat = F.pad(flat.unsqueeze(1), (c.pad_amount, c.pad_amount), mode=c.pad_mode).squeeze(1)
         spec = torch.stft(
             flat, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-            window=self.window.to(flat.device), center=c.padding == "center", pad_mode=c.pad_mode,
+            window=self.window.to(flat.device, flat.dtype), center=c.padding == "center", pad_mode=c.pad_mode,
             normalized=c.stft_normalized, onesided=True, return_complex=True)
         return _unflatten(spec, lead)
 
@@ -133,7 +139,7 @@ class STFT(nn.Module):
         lead = tuple(spec.shape[:-2])
         flat = spec.reshape(-1, *spec.shape[-2:])
         frames = flat.shape[-1]
-        window = self.window.to(flat.device)
+        window = self.window.to(flat.device, flat.real.dtype)
         if c.padding == "center":
             wave = torch.istft(flat, n_fft=c.n_fft, hop_length=c.hop_length,
                                win_length=c.win_length, window=window, center=True,
@@ -209,7 +215,8 @@ class MelSpectrogram(nn.Module):
         self.register_buffer("filterbank", mel_filterbank(config), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.filterbank @ self.spectrogram(wave)
+        spec = self.spectrogram(wave)
+        return self.filterbank.to(spec.dtype) @ spec
 
 
 class LogMelSpectrogram(nn.Module):

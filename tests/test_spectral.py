@@ -1,0 +1,160 @@
+"""The spectral front-end against librosa, for every preset and for batched input."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from conftest import chord, sweep
+from wavegen.audio.features import PRESETS, FeatureConfig, get_preset
+from wavegen.audio.spectral import (STFT, LogMelSpectrogram, MelSpectrogram, Spectrogram,
+                                    compress, decompress, mel_filterbank, mel_frequencies)
+from wavegen.errors import UsageError
+
+RTOL = 1e-4
+
+
+def librosa_magnitude(x: np.ndarray, c: FeatureConfig) -> np.ndarray:
+    """|STFT|^power computed by librosa with the config's framing conventions."""
+    if c.padding == "center":
+        spec = librosa.stft(x, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+                            window=c.window, center=True, pad_mode=c.pad_mode)
+    else:
+        pad = [(0, 0)] * (x.ndim - 1) + [(c.pad_amount, c.pad_amount)]
+        padded = np.pad(x, pad, mode=c.pad_mode) if c.pad_amount else x
+        spec = librosa.stft(padded, n_fft=c.n_fft, hop_length=c.hop_length,
+                            win_length=c.win_length, window=c.window, center=False)
+    if c.stft_normalized:
+        spec = spec / np.sqrt(c.n_fft)
+    mag = np.sqrt(np.abs(spec).astype(np.float64) ** 2 + c.magnitude_eps)
+    return mag ** c.power
+
+
+def librosa_mel(x: np.ndarray, c: FeatureConfig) -> np.ndarray:
+    return librosa.feature.melspectrogram(
+        S=librosa_magnitude(x, c), sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels,
+        fmin=c.fmin, fmax=c.fmax_hz, htk=c.mel_scale == "htk", norm=c.mel_norm)
+
+
+def rel_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
+    theirs = np.asarray(theirs, dtype=np.float64)
+    return float(np.abs(ours.double().numpy() - theirs).max() / np.abs(theirs).max())
+
+
+def mixed_signal(sample_rate: int, seconds: float = 1.3, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(int(sample_rate * seconds)) * 0.05
+    return (chord(sample_rate, seconds) + sweep(sample_rate, seconds) * 0.5
+            + noise.astype(np.float32)).astype(np.float32)
+
+
+VARIANTS = {
+    **PRESETS,
+    "center-constant-power": get_preset("hifigan-22k").replace(
+        padding="center", pad_mode="constant", power=2.0, log="db"),
+    "short-window-hamming": get_preset("hifigan-16k").replace(
+        win_length=800, hop_length=200, window="hamming", fmin=80.0, fmax=7600.0),
+    "no-padding-normalized": get_preset("melgan-22k").replace(padding="none", stft_normalized=True),
+    "htk-unnormalized": get_preset("hifigan-22k").replace(mel_scale="htk", mel_norm=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_magnitude_and_mel_match_librosa(name):
+    c = VARIANTS[name]
+    x = mixed_signal(c.sample_rate)
+    ours = Spectrogram(c)(torch.from_numpy(x))
+    theirs = librosa_magnitude(x, c)
+    assert ours.shape == theirs.shape == (c.n_freq, c.num_frames(len(x)))
+    assert rel_error(ours, theirs) <= RTOL
+    mel = MelSpectrogram(c)(torch.from_numpy(x))
+    assert mel.shape == (c.n_mels, c.num_frames(len(x)))
+    assert rel_error(mel, librosa_mel(x, c)) <= RTOL
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_batched_input_matches_librosa_per_item(name):
+    c = PRESETS[name]
+    batch = np.stack([mixed_signal(c.sample_rate, 0.7, seed=s) * (s + 1) / 3 for s in range(3)])
+    mel = MelSpectrogram(c)(torch.from_numpy(batch)[:, None, :])  # [batch, 1, time]
+    assert mel.shape == (3, c.n_mels, c.num_frames(batch.shape[-1]))
+    for i in range(3):
+        assert rel_error(mel[i], librosa_mel(batch[i], c)) <= RTOL
+
+
+def test_multichannel_keeps_channel_axis():
+    c = get_preset("hifigan-22k")
+    wave = torch.randn(2, 3, 4096) * 0.1
+    mel = MelSpectrogram(c)(wave)
+    assert mel.shape == (2, 3, c.n_mels, c.num_frames(4096))
+    assert torch.allclose(mel[1, 2], MelSpectrogram(c)(wave[1, 2]), atol=1e-6)
+
+
+@pytest.mark.parametrize("log", ["ln", "log10", "db", "none"])
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_log_compression_conventions(log, power):
+    c = get_preset("hifigan-22k").replace(log=log, power=power)
+    x = mixed_signal(c.sample_rate, 0.5)
+    mel = librosa_mel(x, c)
+    ours = LogMelSpectrogram(c)(torch.from_numpy(x)).double().numpy()
+    floor = np.maximum(mel, c.log_clamp)
+    expected = {"ln": np.log(floor), "log10": np.log10(floor), "none": mel,
+                "db": 20 / power * np.log10(floor)}[log]
+    assert np.abs(ours - expected).max() <= 1e-3 * max(1.0, np.abs(expected).max())
+    if log == "db" and power == 2.0:
+        assert np.allclose(ours, librosa.power_to_db(mel, ref=1.0, amin=c.log_clamp, top_db=None),
+                           atol=1e-3)
+    back = decompress(compress(torch.from_numpy(mel), c), c).numpy()
+    assert np.allclose(back, floor, rtol=1e-5)
+
+
+def test_filterbank_is_librosas():
+    c = get_preset("vocos-24k-100")
+    expected = librosa.filters.mel(sr=24000, n_fft=1024, n_mels=100, fmin=0.0, fmax=12000.0,
+                                   htk=True, norm=None)
+    assert np.array_equal(mel_filterbank(c).numpy(), expected)
+    centres = mel_frequencies(c)
+    assert centres.shape == (100,) and np.all(np.diff(centres) > 0) and centres[-1] < 12000
+
+
+def test_silence_is_finite_and_at_the_floor():
+    c = get_preset("hifigan-22k")
+    logmel = LogMelSpectrogram(c)(torch.zeros(2, 1, 8192))
+    assert torch.isfinite(logmel).all()
+    # sqrt(1e-9) ~ 3e-5 per bin: the floor dominates where the preset says it should.
+    assert logmel.max() <= np.log(1e-5) + 1.0
+
+
+def test_gradients_flow_and_match_finite_differences():
+    c = FeatureConfig(sample_rate=8000, n_fft=64, hop_length=16, win_length=64, n_mels=8,
+                      fmax=4000.0, magnitude_eps=1e-6)
+    x = (torch.randn(1, 1, 256, dtype=torch.float64) * 0.3).requires_grad_()
+    module = LogMelSpectrogram(c)
+    assert torch.autograd.gradcheck(lambda w: module(w).sum(), (x,), eps=1e-6, atol=1e-4)
+
+
+def test_module_moves_with_to_and_keeps_no_state():
+    module = LogMelSpectrogram(get_preset("hifigan-22k"))
+    assert module.state_dict() == {}  # nothing derived from the config is saved twice
+    module = module.to(torch.float64)
+    out = module(torch.randn(1, 1, 4096, dtype=torch.float64))
+    assert out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_stft_inverse_is_exact(name):
+    c = VARIANTS[name]
+    x = torch.from_numpy(mixed_signal(c.sample_rate, 0.6))
+    stft = STFT(c)
+    y = stft.inverse(stft(x), length=x.shape[-1])
+    # With no padding the first and last samples see a zero window and cannot come back.
+    keep = slice(c.n_fft, -c.n_fft) if c.padding == "none" else slice(None)
+    assert torch.allclose(y[keep], x[keep], atol=2e-6)
+
+
+def test_too_short_input_is_a_clear_error():
+    with pytest.raises(UsageError, match="too short"):
+        Spectrogram(get_preset("hifigan-22k"))(torch.zeros(100))
+    with pytest.raises(UsageError, match="shorter than one frame"):
+        Spectrogram(get_preset("melgan-22k").replace(padding="none"))(torch.zeros(500))
