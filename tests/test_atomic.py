@@ -32,3 +32,14 @@ def test_failure_before_first_write_creates_nothing(tmp_path):
         with atomic_path(target):
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "x.txt"
+        atomic_write_text(target, "hello")
+        assert target.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)

@@ -10,7 +10,8 @@ import torch
 from wavegen.audio.signals import chord, sweep
 from wavegen.audio.features import PRESETS, FeatureConfig, get_preset
 from wavegen.audio.spectral import (STFT, LogMelSpectrogram, MelSpectrogram, Spectrogram,
-                                    compress, decompress, mel_filterbank, mel_frequencies)
+                                    compress, decompress, magnitude, mel_filterbank,
+                                    mel_frequencies)
 from wavegen.errors import UsageError
 
 RTOL = 1e-4
@@ -158,3 +159,24 @@ def test_too_short_input_is_a_clear_error():
         Spectrogram(get_preset("hifigan-22k"))(torch.zeros(100))
     with pytest.raises(UsageError, match="shorter than one frame"):
         Spectrogram(get_preset("melgan-22k").replace(padding="none"))(torch.zeros(500))
+
+
+@pytest.mark.parametrize("power,eps", [(1.0, 0.0), (2.0, 0.0), (1.5, 0.0), (1.0, 1e-9)])
+def test_magnitude_grad_path_equals_fast_path_and_is_finite_on_silence(power, eps):
+    c = get_preset("melgan-22k")
+    wave = torch.cat([torch.zeros(1, 4096), torch.from_numpy(chord(c.sample_rate, 4096 / 22050))[None]])
+    spec = STFT(c)(wave)
+    with torch.no_grad():
+        fast = magnitude(spec, power, eps)
+    leaf = spec.detach().requires_grad_(True)
+    slow = magnitude(leaf, power, eps)
+    assert torch.allclose(fast, slow, rtol=1e-6, atol=1e-12)
+    slow.sum().backward()
+    assert torch.isfinite(torch.view_as_real(leaf.grad)).all()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_logmel_gradient_of_digital_silence_is_finite(name):
+    wave = torch.zeros(1, 1, 8192, requires_grad=True)
+    LogMelSpectrogram(PRESETS[name])(wave).sum().backward()
+    assert torch.isfinite(wave.grad).all()

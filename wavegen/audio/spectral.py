@@ -193,22 +193,39 @@ class Spectrogram(nn.Module):
         return magnitude(self.stft(wave), self.config.power, self.config.magnitude_eps)
 
 
-def magnitude(spec: torch.Tensor, power: float = 1.0, eps: float = 0.0) -> torch.Tensor:
-    """``(|spec|^2 + eps)^(power / 2)`` for a complex spectrogram; real, differentiable.
+class _SafeHypot(torch.autograd.Function):
+    """``hypot(re, im)`` whose gradient is 0 where the result is exactly 0 (not 0/0 = NaN)."""
 
-    With ``eps == 0`` and ``power == 1`` this is ``hypot(re, im)``, the fastest form, whose
-    gradient is undefined at exact zeros; training losses pass ``eps > 0`` for that reason.
+    @staticmethod
+    def forward(ctx, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        out = torch.hypot(real, imag)
+        ctx.save_for_backward(real, imag, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        real, imag, out = ctx.saved_tensors
+        scale = torch.where(out > 0, grad / torch.where(out > 0, out, torch.ones_like(out)),
+                            torch.zeros_like(out))
+        return scale * real, scale * imag
+
+
+def magnitude(spec: torch.Tensor, power: float = 1.0, eps: float = 0.0) -> torch.Tensor:
+    """``(|spec|^2 + eps)^(power / 2)`` for a complex spectrogram ``[..., F, N]``; real.
+
+    Differentiable everywhere: where ``|spec|^2 + eps`` is exactly 0 (digital silence with
+    ``eps == 0``) the gradient is 0 rather than the NaN a plain square root gives. Values are
+    bitwise the same with and without autograd, so identical inputs always compare equal.
     """
     if eps == 0.0 and power == 1.0:
-        return torch.hypot(spec.real, spec.imag)
-    squared = spec.real.square() + spec.imag.square()
-    if eps:
-        squared = squared + eps
+        return _SafeHypot.apply(spec.real, spec.imag)
+    squared = spec.real.square() + spec.imag.square() + eps
     if power == 2.0:
         return squared
-    if power == 1.0:
-        return squared.sqrt()
-    return squared.pow(power / 2.0)
+    positive = squared > 0
+    # torch.where differentiates both branches: feed the unused one a harmless 1.
+    safe = torch.where(positive, squared, torch.ones_like(squared))
+    return torch.where(positive, safe.pow(power / 2.0), torch.zeros_like(squared))
 
 
 class MelSpectrogram(nn.Module):

@@ -28,6 +28,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, or
+        # keep the mode of the file being replaced.
+        os.chmod(tmp, _target_mode(target))
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, target)
@@ -47,6 +50,15 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(target: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``target`` atomically."""
     atomic_write_bytes(target, text.encode(encoding))
+
+
+def _target_mode(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_file(path: Path) -> None:

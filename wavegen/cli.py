@@ -1,0 +1,385 @@
+"""The ``wavegen`` command line.
+
+Each subcommand is a :class:`Command`: a name, a one-line help, a function that adds its
+arguments to an ``argparse`` subparser and a function that runs it and returns the exit
+status. Commands live in the :data:`COMMANDS` registry; a new one is a pair of functions
+plus one :func:`register` call, nothing else changes.
+
+Errors a user can cause (any :class:`~wavegen.errors.WavegenError`, and argparse usage
+errors) print exactly one line, ``wavegen: error: <message>``, to stderr and exit with
+status 2: no traceback, no usage dump, and no partial output file (outputs are written
+atomically). Ctrl-C exits with status 130 and one line. Anything else is a bug and keeps
+its traceback.
+
+Heavy imports (torch, librosa, matplotlib) happen inside the commands, so ``--help``,
+``--version`` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import wavegen
+from wavegen.errors import UsageError, WavegenError
+
+PROG = "wavegen"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+# --------------------------------------------------------------------------- framework
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``add_arguments(parser)`` configures it, ``run(args)`` -> exit status."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+#: Subcommands by name, in the order ``wavegen --help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    """Add ``command`` to :data:`COMMANDS` (a second command with the same name is a bug)."""
+    if command.name in COMMANDS:
+        raise ValueError(f"wavegen subcommand {command.name!r} is registered twice")
+    COMMANDS[command.name] = command
+    return command
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors become :class:`UsageError`.
+
+    argparse would print the usage block and call ``sys.exit(2)`` itself; raising instead
+    lets :func:`main` report every error the same way, in one line. Subparsers inherit
+    this class, so errors inside a subcommand's arguments are handled the same way.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="wavegen: a PyTorch toolkit for generating raw audio waveforms.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {wavegen.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                       title="commands")
+    for command in COMMANDS.values():
+        sub = subparsers.add_parser(command.name, help=command.help,
+                                    description=command.description or command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``wavegen`` command with ``argv`` (default ``sys.argv[1:]``); return the status."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exit_:  # --help and --version print, then exit 0
+            return _exit_code(exit_.code)
+        return int(args._run(args) or 0)
+    except WavegenError as e:
+        _error_line(str(e))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error_line("interrupted", prefix="")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `wavegen info ... | head`: the reader went away. Point stdout at devnull so the
+        # interpreter's final flush does not raise again, and exit quietly.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def _error_line(message: str, prefix: str = "error: ") -> None:
+    # WavegenError messages are one line already; this also covers argparse's messages.
+    text = " ".join(message.split())
+    print(f"{PROG}: {prefix}{text}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files to describe")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of objects instead of a table")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from wavegen.audio.io import audio_info, load_audio
+
+    # Everything is read before anything is printed, so a bad file in the list gives the
+    # error line alone rather than half a table.
+    rows = []
+    for path in args.audio:
+        info = audio_info(path)
+        wave, _ = load_audio(path)  # [channels, time], as stored
+        peak = float(wave.abs().max())
+        rms = math.sqrt(float(wave.double().pow(2).mean()))
+        rows.append({
+            "path": path,
+            "duration_s": wave.shape[-1] / info.sample_rate,
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+            "frames": int(wave.shape[-1]),
+            "format": info.format,
+            "subtype": info.subtype,
+            "peak_dbfs": _dbfs(peak),
+            "rms_dbfs": _dbfs(rms),
+        })
+
+    if args.json:
+        # JSON has no -inf: digital silence is reported as null.
+        clean = [{k: (None if isinstance(v, float) and math.isinf(v) else v)
+                  for k, v in row.items()} for row in rows]
+        print(json.dumps(clean, indent=2))
+        return 0
+    header = ("path", "duration (s)", "sample rate", "channels", "peak dBFS", "RMS dBFS")
+    table = [header] + [
+        (row["path"], f"{row['duration_s']:.3f}", str(row["sample_rate"]), str(row["channels"]),
+         f"{row['peak_dbfs']:.2f}", f"{row['rms_dbfs']:.2f}")
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def _dbfs(amplitude: float) -> float:
+    """Level in dB relative to digital full scale (1.0); -inf for silence.
+
+    RMS uses the same reference, so a full-scale sine reads -3.01 dB RMS (not the AES17
+    convention, which adds 3.01 dB so that such a sine reads 0).
+    """
+    return 20.0 * math.log10(amplitude) if amplitude > 0 else -math.inf
+
+
+register(Command(
+    name="info",
+    help="describe audio files: duration, sample rate, channels, peak and RMS level",
+    add_arguments=_add_info_arguments,
+    run=_run_info,
+))
+
+
+# --------------------------------------------------------------------------- spec
+
+DEFAULT_PRESET = "hifigan-22k"
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", metavar="AUDIO", help="audio file to analyse")
+    parser.add_argument("-o", "--output", required=True, metavar="PNG",
+                        help="PNG file to write (its directory must exist)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
+                        help=f"feature front-end preset (default: {DEFAULT_PRESET}); the audio "
+                             "is resampled to the preset's sample rate")
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    from wavegen.audio.features import get_preset
+
+    # Cheap checks first, so a typo fails before the audio is decoded.
+    config = get_preset(args.preset)
+    output = args.output
+    if os.path.splitext(output)[1].lower() != ".png":
+        raise UsageError(f"output {output} must be a .png file")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise UsageError(f"output directory {directory} does not exist")
+    if os.path.isdir(output):
+        raise UsageError(f"output {output} is a directory")
+
+    from wavegen.audio.io import load_audio
+    from wavegen.audio.plot import plot_analysis
+
+    wave, rate = load_audio(args.audio, sample_rate=config.sample_rate)
+    plot_analysis(wave, config, output, title=f"{os.path.basename(args.audio)} "
+                  f"({wave.shape[-1] / rate:.2f} s, {rate} Hz, preset {config.name})")
+    print(f"wrote {output} (waveform, log-mel and IF; preset {config.name}, {rate} Hz)")
+    return 0
+
+
+register(Command(
+    name="spec",
+    help="plot the waveform, log-mel and instantaneous frequency of an audio file",
+    add_arguments=_add_spec_arguments,
+    run=_run_spec,
+))
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    report = _doctor_report()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        lines = value if isinstance(value, list) else [value]
+        for i, line in enumerate(lines or ["-"]):
+            print(f"{(key if i == 0 else '').ljust(width)}  {line}")
+    return 0
+
+
+def _doctor_report() -> dict[str, Any]:
+    """What wavegen runs on; every probe reports its failure instead of raising."""
+    report: dict[str, Any] = {
+        "wavegen": f"{wavegen.__version__} ({os.path.dirname(wavegen.__file__)})",
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+    }
+    report.update(_probe("torch", _torch_report))
+    report.update(_probe("triton", lambda: {"triton": _module_version("triton")}))
+    report["nvcc"] = _nvcc()
+    report["torchaudio"] = _torchaudio()
+    report.update(_probe("librosa", lambda: {"librosa": _module_version("librosa")}))
+    report.update(_probe("soundfile", _soundfile_report))
+    return report
+
+
+def _probe(name: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return func()
+    except Exception as e:  # noqa: BLE001 - doctor must report, never crash
+        return {name: f"error: {_one_line(e)}"}
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _module_version(name: str) -> str:
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        return "not installed"
+    try:
+        module = importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001
+        return f"installed but not importable ({_one_line(e)})"
+    return str(getattr(module, "__version__", "unknown version"))
+
+
+def _torch_report() -> dict[str, Any]:
+    import torch
+
+    out: dict[str, Any] = {"torch": f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'})"}
+    if not torch.cuda.is_available():
+        out["cuda"] = ("not available (no usable driver or device)" if torch.version.cuda
+                       else "not available (CPU-only torch build)")
+        return out
+    devices = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        devices.append(f"cuda:{i} {props.name}, compute {props.major}.{props.minor}, "
+                       f"{props.total_memory / 2**30:.1f} GiB")
+    out["cuda"] = f"available, {len(devices)} device(s), cuDNN {torch.backends.cudnn.version()}"
+    out["devices"] = devices
+    return out
+
+
+def _nvcc() -> str:
+    candidates = [shutil.which("nvcc")]
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
+    path = next((p for p in candidates if p and os.access(p, os.X_OK)), None)
+    if path is None:
+        return "not found (CUDA C++ kernels will fall back)"
+    try:
+        result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{path} (cannot run: {_one_line(e)})"
+    release = [line for line in result.stdout.splitlines() if "release" in line]
+    return f"{path} ({release[-1].strip() if release else 'version unknown'})"
+
+
+def _torchaudio() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("torchaudio") is None:
+        return "not installed (optional)"
+    # A torchaudio built for another torch can abort the interpreter on import (a C++
+    # symbol error, not a Python exception), so it is imported in a child process.
+    code = "import torchaudio; print(torchaudio.__version__)"
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"installed, import check failed ({_one_line(e)})"
+    if result.returncode == 0:
+        return f"{result.stdout.strip()} (optional)"
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    if result.returncode < 0:
+        reason = f"the import killed the interpreter with {_signal_name(-result.returncode)}"
+    else:
+        reason = lines[-1].strip() if lines else f"exit status {result.returncode}"
+    return f"installed but not importable, not used ({reason})"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _soundfile_report() -> dict[str, Any]:
+    import soundfile as sf
+
+    return {
+        "soundfile": f"{sf.__version__} (libsndfile {sf.__libsndfile_version__})",
+        "formats": ", ".join(sorted(sf.available_formats())),
+    }
+
+
+register(Command(
+    name="doctor",
+    help="report the Python, PyTorch, CUDA, Triton and audio library setup",
+    add_arguments=_add_doctor_arguments,
+    run=_run_doctor,
+))
