@@ -10,8 +10,8 @@ import torch
 from wavegen.audio.signals import chord, sweep
 from wavegen.audio.features import PRESETS, FeatureConfig, get_preset
 from wavegen.audio.spectral import (STFT, LogMelSpectrogram, MelSpectrogram, Spectrogram,
-                                    compress, decompress, magnitude, mel_filterbank,
-                                    mel_frequencies)
+                                    compress, decompress, frame_pieces, magnitude,
+                                    mel_filterbank, mel_frequencies)
 from wavegen.errors import UsageError
 
 RTOL = 1e-4
@@ -180,3 +180,55 @@ def test_logmel_gradient_of_digital_silence_is_finite(name):
     wave = torch.zeros(1, 1, 8192, requires_grad=True)
     LogMelSpectrogram(PRESETS[name])(wave).sum().backward()
     assert torch.isfinite(wave.grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_blocked_cpu_path_equals_reference_path(name):
+    c = VARIANTS[name]
+    module = MelSpectrogram(c)
+    module.block_frames = 7  # several blocks, the last one partial
+    wave = torch.from_numpy(np.stack([mixed_signal(c.sample_rate, 0.4, seed=s) for s in range(2)]))
+    with torch.no_grad():
+        blocked = module.blocked(wave[:, None])
+        reference = module.reference(wave[:, None])
+    assert blocked.shape == reference.shape == (2, c.n_mels, c.num_frames(wave.shape[-1]))
+    assert blocked.is_contiguous()
+    assert (blocked - reference).abs().max() <= 1e-5 * reference.abs().max()
+    # forward() picks the blocked path for CPU inference and the reference under autograd
+    assert torch.equal(module(wave), blocked)
+    leaf = wave.clone().requires_grad_(True)
+    assert torch.allclose(module(leaf), reference, rtol=0, atol=1e-6 * reference.abs().max().item())
+
+
+def test_band_cropping_skips_only_unused_bins():
+    c = get_preset("hifigan-22k")  # fmax 8 kHz: bins above ~372 never reach a band
+    module = MelSpectrogram(c)
+    lo, hi = module.band
+    full = mel_filterbank(c)
+    assert lo <= 1 and hi < c.n_freq
+    assert full[:, :lo].abs().sum() == 0 and full[:, hi:].abs().sum() == 0
+    assert full[:, lo].abs().sum() > 0 and full[:, hi - 1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("length", [3000, 4096, 8191, 22050 + 77])
+def test_frame_pieces_equal_padded_framing(name, length):
+    c = VARIANTS[name]
+    x = torch.randn(length, dtype=torch.float64)
+    pad = c.n_fft // 2 if c.padding == "center" else c.pad_amount
+    expected = torch.nn.functional.pad(x[None, None], (pad, pad), mode=c.pad_mode)[0, 0] \
+        if pad else x
+    expected = expected.unfold(-1, c.n_fft, c.hop_length)
+    got = torch.cat(frame_pieces(x, c))
+    assert got.shape == expected.shape == (c.num_frames(length), c.n_fft)
+    assert torch.equal(got, expected)
+
+
+def test_logmel_blocked_and_reference_paths_agree():
+    c = get_preset("hifigan-22k")
+    wave = torch.from_numpy(mixed_signal(c.sample_rate, 0.5))[None, None]
+    module = LogMelSpectrogram(c)
+    with torch.no_grad():
+        fast = module(wave)
+        slow = compress(module.mel.reference(wave), c)
+    assert torch.allclose(fast, slow, atol=1e-4)

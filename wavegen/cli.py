@@ -241,6 +241,43 @@ register(Command(
 ))
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    parser.add_argument("--preset", default="hifigan-22k", help="feature front-end preset")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of the test piece")
+    parser.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from wavegen.audio.features import get_preset
+    from wavegen.demo import format_summary, run_demo
+
+    get_preset(args.preset)  # refuse an unknown preset before creating anything
+    if not 0.5 <= args.seconds <= 600:
+        raise UsageError(f"--seconds must be between 0.5 and 600, got {args.seconds}")
+    if args.iters < 1:
+        raise UsageError(f"--iters must be at least 1, got {args.iters}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a folder")
+    summary = run_demo(args.out, preset=args.preset, seconds=args.seconds,
+                       griffinlim_iters=args.iters)
+    print(format_summary(summary))
+    print(f"wrote {args.out}/: original.wav, resynth_if.wav, resynth_griffinlim.wav, "
+          f"analysis.png, griffinlim.png, summary.json")
+    return 0
+
+
+register(Command(
+    name="demo",
+    help="analyse and resynthesise generated audio (no data needed)",
+    add_arguments=_add_demo_arguments,
+    run=_run_demo,
+))
+
+
 # --------------------------------------------------------------------------- doctor
 
 

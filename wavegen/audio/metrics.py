@@ -94,21 +94,32 @@ def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 def mel_cepstrum(wave: torch.Tensor, config: FeatureConfig, n_mfcc: int = 13) -> torch.Tensor:
-    """MFCCs ``c_0 .. c_{n_mfcc-1}`` as ``[batch, n_mfcc, frames]`` float64.
+    """Mel cepstrum ``c_0 .. c_{n_mfcc-1}`` as ``[batch, n_mfcc, frames]`` float64.
 
-    The DCT-II (orthonormal) over mel bands of ``ln`` of the *power* mel spectrogram, whatever
-    ``config.power`` and ``config.log`` say (the MCD formula assumes natural-log power
-    cepstra). The framing, window and filterbank are the config's. The floor before the log is
-    ``config.log_clamp`` carried over to power: ``log_clamp ** (2 / power)`` (1e-10 for the
-    HiFi-GAN presets), so silent frames stay finite. ``wave`` is float32 ``[batch, time]``.
+    The cepstrum of the natural-log *amplitude* mel spectrum in the convention under which
+    the MCD formula is derived (and which SPTK's mel-cepstra follow): with ``N`` mel bands,
+
+        ``ln|X|_k ~ c_0 + 2 * sum_{m>=1} c_m cos(pi m (k + 1/2) / N)``, i.e.
+        ``c_m = (1/N) sum_k ln|X|_k cos(pi m (k + 1/2) / N)``.
+
+    This is the orthonormal DCT-II of ``ln|X|`` scaled by ``1 / sqrt(2 N)`` (``c_0``: by
+    ``1 / sqrt(N)``). Librosa-style MFCCs (orthonormal DCT of the log *power*) are
+    ``2 sqrt(2 N)`` times larger (about 25x for 80 bands) and give MCDs that are not
+    comparable with published numbers. The power mel uses the config's framing, window and
+    filterbank whatever ``config.power`` and ``config.log`` say; the floor before the log is
+    ``config.log_clamp`` carried over to power (``log_clamp ** (2 / power)``), so silent frames
+    stay finite. ``wave`` is float32 ``[batch, time]``.
     """
     if not 1 <= n_mfcc <= config.n_mels:
         raise UsageError(f"n_mfcc must be between 1 and n_mels ({config.n_mels}), got {n_mfcc}")
     power_config = config.replace(power=2.0, log="none")
     mel = MelSpectrogram(power_config).to(wave.device)(wave).double()
     floor = config.log_clamp ** (2.0 / config.power)
-    log_mel = mel.clamp_min(floor).log()
-    return dct_matrix(config.n_mels, n_mfcc).to(wave.device) @ log_mel
+    log_amplitude = 0.5 * mel.clamp_min(floor).log()
+    n = config.n_mels
+    scale = torch.full((n_mfcc, 1), 1.0 / math.sqrt(2.0 * n), dtype=torch.float64)
+    scale[0] = 1.0 / math.sqrt(n)
+    return (scale * dct_matrix(n, n_mfcc)).to(wave.device) @ log_amplitude
 
 
 @torch.no_grad()

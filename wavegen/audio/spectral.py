@@ -165,10 +165,7 @@ def _istft_uncentered(spec: torch.Tensor, c: FeatureConfig, window: torch.Tensor
     torch.istft(center=False) rejects windows whose edge samples are zero (NOLA check at the
     borders), which a Hann window always has, so the overlap-add is done here directly.
     """
-    win = window
-    if c.win_length < c.n_fft:
-        left = (c.n_fft - c.win_length) // 2
-        win = F.pad(win, (left, c.n_fft - c.win_length - left))
+    win = _full_window(window, c.replace(stft_normalized=False))
     scale = math.sqrt(c.n_fft) if c.stft_normalized else 1.0
     frames = torch.fft.irfft(spec * scale, n=c.n_fft, dim=-2)  # [n, n_fft, frames]
     frames = frames * win[:, None]
@@ -193,21 +190,22 @@ class Spectrogram(nn.Module):
         return magnitude(self.stft(wave), self.config.power, self.config.magnitude_eps)
 
 
-class _SafeHypot(torch.autograd.Function):
-    """``hypot(re, im)`` whose gradient is 0 where the result is exactly 0 (not 0/0 = NaN)."""
+class _SafeAbs(torch.autograd.Function):
+    """``sqrt(re^2 + im^2 + eps)`` whose gradient is 0 where the result is exactly 0 (not NaN)."""
 
     @staticmethod
-    def forward(ctx, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-        out = torch.hypot(real, imag)
+    def forward(ctx, real: torch.Tensor, imag: torch.Tensor, eps: float) -> torch.Tensor:
+        squared = real.square().add_(imag.square())
+        out = (squared.add_(eps) if eps else squared).sqrt_()
         ctx.save_for_backward(real, imag, out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx, grad: torch.Tensor):
         real, imag, out = ctx.saved_tensors
         scale = torch.where(out > 0, grad / torch.where(out > 0, out, torch.ones_like(out)),
                             torch.zeros_like(out))
-        return scale * real, scale * imag
+        return scale * real, scale * imag, None
 
 
 def magnitude(spec: torch.Tensor, power: float = 1.0, eps: float = 0.0) -> torch.Tensor:
@@ -216,9 +214,11 @@ def magnitude(spec: torch.Tensor, power: float = 1.0, eps: float = 0.0) -> torch
     Differentiable everywhere: where ``|spec|^2 + eps`` is exactly 0 (digital silence with
     ``eps == 0``) the gradient is 0 rather than the NaN a plain square root gives. Values are
     bitwise the same with and without autograd, so identical inputs always compare equal.
+    (``sqrt(re^2 + im^2)`` rather than ``hypot``: several times faster on cached blocks, and
+    float32 audio spectra are nowhere near the range where hypot's rescaling matters.)
     """
-    if eps == 0.0 and power == 1.0:
-        return _SafeHypot.apply(spec.real, spec.imag)
+    if power == 1.0:
+        return _SafeAbs.apply(spec.real, spec.imag, float(eps))
     squared = spec.real.square() + spec.imag.square() + eps
     if power == 2.0:
         return squared
@@ -229,17 +229,119 @@ def magnitude(spec: torch.Tensor, power: float = 1.0, eps: float = 0.0) -> torch
 
 
 class MelSpectrogram(nn.Module):
-    """Linear-amplitude mel spectrogram ``[..., n_mels, frames]`` (``power`` applied)."""
+    """Linear-amplitude mel spectrogram ``[..., n_mels, frames]`` (``power`` applied).
+
+    Two paths compute the same values. With autograd or on an accelerator, the reference:
+    ``torch.stft`` of the whole signal, magnitude, filterbank. For inference on the CPU, a
+    blocked path frames the signal itself and runs window -> rfft -> magnitude -> filterbank
+    on blocks of frames that stay in cache, skipping the FFT bins the filterbank ignores
+    (above fmax); it is about twice as fast and never holds the full complex spectrogram.
+    ``tests/test_spectral.py`` checks that the two agree.
+    """
+
+    #: Frames per block of the CPU inference path (a block's FFT input is 2 MiB at n_fft 1024).
+    block_frames = 512
 
     def __init__(self, config: FeatureConfig):
         super().__init__()
         self.config = config
         self.spectrogram = Spectrogram(config)
-        self.register_buffer("filterbank", mel_filterbank(config), persistent=False)
+        filterbank = mel_filterbank(config)
+        used = torch.nonzero(filterbank.abs().sum(0) > 0).flatten()
+        # Only bins [lo, hi) reach any mel band; the rest need no magnitude at all.
+        self.band = (int(used.min()), int(used.max()) + 1) if used.numel() else (0, 1)
+        lo, hi = self.band
+        self.register_buffer("filterbank", filterbank[:, lo:hi].contiguous(), persistent=False)
+
+    @staticmethod
+    def uses_blocked_path(wave: torch.Tensor) -> bool:
+        """True for CPU inference (no gradient needed): the blocked path is faster there."""
+        return wave.device.type == "cpu" and not (torch.is_grad_enabled() and wave.requires_grad)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = self.spectrogram(wave)
-        return self.filterbank.to(spec.dtype) @ spec
+        if self.uses_blocked_path(wave):
+            return self.blocked(wave)
+        return self.reference(wave)
+
+    def reference(self, wave: torch.Tensor) -> torch.Tensor:
+        """The plain path: ``torch.stft`` of the whole signal, magnitude, filterbank."""
+        c = self.config
+        lo, hi = self.band
+        spec = self.spectrogram.stft(wave)[..., lo:hi, :]
+        mag = magnitude(spec, c.power, c.magnitude_eps)
+        return self.filterbank.to(mag.dtype) @ mag
+
+    def blocked(self, wave: torch.Tensor, post=None) -> torch.Tensor:
+        """The CPU inference path: same values as :meth:`reference`, block by block.
+
+        ``post`` (optional) is applied to each ``[n_mels, frames]`` block while it is in
+        cache (LogMelSpectrogram passes its log compression).
+        """
+        c = self.config
+        stft = self.spectrogram.stft
+        flat, lead = _flatten_waveform(wave)
+        stft._check_length(flat.shape[-1])
+        flat = _working_precision(flat)
+        window = _full_window(stft.window, c).to(flat.dtype)
+        basis = self.filterbank.to(flat.dtype)  # [n_mels, bins]
+        lo, hi = self.band
+        num_frames = c.num_frames(flat.shape[-1])
+        out = torch.empty(flat.shape[0], c.n_mels, num_frames, dtype=flat.dtype)
+        for i in range(flat.shape[0]):
+            done = 0
+            for frames in frame_pieces(flat[i], c):
+                for start in range(0, frames.shape[0], self.block_frames):
+                    block = frames[start:start + self.block_frames]
+                    spec = torch.fft.rfft(block * window)[:, lo:hi]
+                    mel = basis @ magnitude(spec, c.power, c.magnitude_eps).t()
+                    out[i, :, done:done + block.shape[0]] = mel if post is None else post(mel)
+                    done += block.shape[0]
+        return _unflatten(out, lead)
+
+
+def frame_pieces(x: torch.Tensor, c: FeatureConfig) -> list[torch.Tensor]:
+    """The STFT frames of one signal ``x`` ``[time]`` as pieces ``[n_k, n_fft]``, in order.
+
+    Equivalent to padding ``x`` as the config says and taking every ``hop``-th window, but
+    only the few frames that reach into the padding are built from padded copies of the
+    signal's ends; all others are views of ``x`` (padding a long signal is a full copy).
+    """
+    n, hop = c.n_fft, c.hop_length
+    pad = c.n_fft // 2 if c.padding == "center" else c.pad_amount
+    total = c.num_frames(x.shape[-1])
+
+    def padded(segment: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        return F.pad(segment[None, None], (left, right), mode=c.pad_mode)[0, 0]
+
+    length = x.shape[-1]
+    first = -(-pad // hop)                 # first frame that starts inside the signal
+    last = (length + pad - n) // hop       # last frame that ends inside the signal
+    if pad == 0:
+        return [x.unfold(-1, n, hop)]
+    if last - first < 2 or length < 2 * n + 2 * pad:
+        return [padded(x, pad, pad).unfold(-1, n, hop)]
+    # Head: frames 0..first-1 cover x[-pad : (first - 1) * hop + n - pad].
+    head_len = max((first - 1) * hop + n - pad, pad + 1)
+    head = padded(x[:head_len], pad, 0).unfold(-1, n, hop)[:first]
+    body = x[first * hop - pad:last * hop - pad + n].unfold(-1, n, hop)
+    pieces = [head, body]
+    tail_count = total - last - 1
+    if tail_count > 0:
+        start = (last + 1) * hop - pad
+        back = 0
+        while length - (start - back * hop) <= pad:  # reflect padding needs > pad samples
+            back += 1
+        tail = padded(x[start - back * hop:], 0, pad).unfold(-1, n, hop)[back:back + tail_count]
+        pieces.append(tail)
+    return pieces
+
+
+def _full_window(window: torch.Tensor, c: FeatureConfig) -> torch.Tensor:
+    """The analysis window zero-padded (centred) to n_fft, with the STFT normalisation."""
+    if c.win_length < c.n_fft:
+        left = (c.n_fft - c.win_length) // 2
+        window = F.pad(window, (left, c.n_fft - c.win_length - left))
+    return window * c.n_fft ** -0.5 if c.stft_normalized else window
 
 
 class LogMelSpectrogram(nn.Module):
@@ -255,4 +357,10 @@ class LogMelSpectrogram(nn.Module):
         self.mel = MelSpectrogram(config)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return compress(self.mel(wave), self.config)
+        if self.mel.uses_blocked_path(wave):
+            return self.mel.blocked(wave, post=lambda mel: compress(mel, self.config))
+        return self.reference(wave)
+
+    def reference(self, wave: torch.Tensor) -> torch.Tensor:
+        """Always the ``torch.stft`` path (what a loss comparing two signals should use)."""
+        return compress(self.mel.reference(wave), self.config)

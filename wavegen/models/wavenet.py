@@ -1,0 +1,445 @@
+"""WaveNet (van den Oord et al. 2016) with the extensions of later vocoders.
+
+* Dilated causal convolutions of any kernel size >= 2, dilations ``1, 2, ..., 2^(L-1)``
+  repeated per stack; gated ``tanh(a) * sigmoid(b)`` units; residual and skip 1x1 convs;
+  output stack ``ReLU -> 1x1 -> ReLU -> 1x1``.
+* Output heads from :mod:`wavegen.nn.distributions`: 256-way mu-law categorical (any power of
+  two), discretised mixture of logistics over 16-bit values, or a discretised Gaussian.
+* Global conditioning (a class embedding or a vector) and local conditioning (a frame-rate
+  sequence such as a log-mel or a piano roll, upsampled to the audio rate), both added to
+  the two gate branches through learned projections; conditioning dropout for
+  classifier-free guidance.
+* Exact incremental inference: :meth:`WaveNet.start` / :meth:`WaveNet.step` run one sample
+  at a time from per-layer ring buffers and give the same outputs as :meth:`forward`.
+
+Time alignment: ``forward(inputs)`` returns at position ``t`` the distribution of the
+*next* sample given ``inputs[..., :t + 1]``. :func:`shift_right` turns a target sequence
+into those inputs (a silent first input), and :meth:`WaveNet.loss` does it for you.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wavegen.errors import ConfigError, UsageError
+from wavegen.nn.causal_conv import CausalConv1d, ConvBuffer
+from wavegen.nn.distributions import (Categorical, DiscretizedGaussian,
+                                      DiscretizedMixtureOfLogistics, OutputDistribution)
+from wavegen.nn.upsample import UPSAMPLE_MODES, ConditioningUpsampler, check_factors
+
+HEADS = ("categorical", "mol", "gaussian")
+
+
+@dataclass
+class WaveNetConfig:
+    """Hyperparameters of a WaveNet. Defaults are the reference configuration.
+
+    Attributes:
+        layers: residual layers per stack; dilations run 1, 2, ..., 2^(layers-1).
+        stacks: repetitions of the dilation cycle.
+        kernel_size: taps of each dilated convolution (>= 2).
+        residual_channels, gate_channels, skip_channels: widths of the residual stream,
+            of each gate branch and of the skip stream.
+        head: ``"categorical"`` (mu-law classes), ``"mol"`` (mixture of logistics over
+            16-bit values) or ``"gaussian"`` (single discretised Gaussian).
+        num_classes: classes of the categorical head (a power of two; mu = classes - 1).
+        num_mixtures: components of the mixture-of-logistics head.
+        dropout: dropout on the residual stream before each dilated conv (training only).
+        global_classes: > 0 for a global class embedding (speaker, instrument, ...).
+        global_dim: size of the global embedding or of an external global vector (> 0 with
+            ``global_classes == 0`` means a vector is given directly).
+        local_channels: channels of the frame-rate local conditioning (0 = none).
+        hop_length: audio samples per conditioning frame (required with local conditioning).
+        upsample_factors: per-stage factors whose product is ``hop_length``.
+        upsample_mode: ``"transposed"`` or ``"nearest"``.
+        cond_dropout: probability, per training example, of dropping all conditioning
+            (needed for classifier-free guidance).
+        sample_rate: audio sample rate in Hz (stored for bundles and sampling).
+    """
+
+    layers: int = 10
+    stacks: int = 2
+    kernel_size: int = 2
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 256
+    head: str = "categorical"
+    num_classes: int = 256
+    num_mixtures: int = 10
+    dropout: float = 0.0
+    global_classes: int = 0
+    global_dim: int = 0
+    local_channels: int = 0
+    hop_length: int = 0
+    upsample_factors: tuple[int, ...] = ()
+    upsample_mode: str = "transposed"
+    cond_dropout: float = 0.0
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        self.upsample_factors = tuple(self.upsample_factors)
+        for key in ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels",
+                    "sample_rate"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"WaveNetConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.kernel_size < 2:
+            raise ConfigError(f"WaveNetConfig.kernel_size must be >= 2, got {self.kernel_size}")
+        if self.head not in HEADS:
+            raise ConfigError(f"WaveNetConfig.head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "categorical" and (self.num_classes < 2
+                                           or self.num_classes & (self.num_classes - 1)):
+            raise ConfigError(f"WaveNetConfig.num_classes must be a power of two, got {self.num_classes}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.cond_dropout < 1:
+            raise ConfigError("WaveNetConfig.dropout and cond_dropout must be in [0, 1)")
+        if self.global_classes > 0 and self.global_dim < 1:
+            raise ConfigError("WaveNetConfig.global_classes needs global_dim >= 1 (embedding size)")
+        if self.local_channels > 0:
+            if self.hop_length < 1:
+                raise ConfigError("WaveNetConfig.local_channels needs hop_length (samples per frame)")
+            if self.upsample_mode not in UPSAMPLE_MODES:
+                raise ConfigError(f"WaveNetConfig.upsample_mode must be one of {UPSAMPLE_MODES}")
+            check_factors(self.upsample_factors, self.hop_length)
+
+    @property
+    def num_layers(self) -> int:
+        return self.layers * self.stacks
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2 ** i for _ in range(self.stacks) for i in range(self.layers)]
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples the prediction of the next sample depends on: ``1 + sum (k - 1) d``."""
+        return 1 + sum((self.kernel_size - 1) * d for d in self.dilations)
+
+    @property
+    def has_global(self) -> bool:
+        return self.global_dim > 0
+
+    @property
+    def has_local(self) -> bool:
+        return self.local_channels > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WaveNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"WaveNetConfig: unknown key(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def make_head(config: WaveNetConfig) -> OutputDistribution:
+    if config.head == "categorical":
+        return Categorical(config.num_classes)
+    if config.head == "mol":
+        return DiscretizedMixtureOfLogistics(config.num_mixtures)
+    return DiscretizedGaussian()
+
+
+def shift_right(inputs: torch.Tensor, first: torch.Tensor | float | int) -> torch.Tensor:
+    """``[B, T]`` -> ``[B, T]`` with ``first`` prepended and the last element dropped."""
+    pad = torch.full_like(inputs[:, :1], first)
+    return torch.cat([pad, inputs[:, :-1]], dim=1)
+
+
+class ResidualLayer(nn.Module):
+    """Dilated causal conv -> (+ conditioning) -> tanh * sigmoid -> residual and skip 1x1."""
+
+    def __init__(self, residual: int, gate: int, skip: int, kernel_size: int, dilation: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.gate_channels = gate
+        self.dropout = dropout
+        self.conv = CausalConv1d(residual, 2 * gate, kernel_size, dilation)
+        self.residual = nn.Conv1d(gate, residual, 1)
+        self.skip = nn.Conv1d(gate, skip, 1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``[B, R, T]``, ``cond`` ``[B, 2G, T]`` or ``[B, 2G, 1]`` -> (``[B, R, T]``, ``[B, S, T]``)."""
+        h = self.conv(F.dropout(x, self.dropout, self.training))
+        if cond is not None:
+            h = h + cond
+        a, b = h.split(self.gate_channels, dim=1)
+        z = torch.tanh(a) * torch.sigmoid(b)
+        return x + self.residual(z), self.skip(z)
+
+    def step(self, x_t: torch.Tensor, buffer: ConvBuffer,
+             cond_t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sample: ``x_t`` ``[B, R]``, ``cond_t`` ``[B, 2G]`` -> (``[B, R]``, ``[B, S]``)."""
+        h = self.conv.step(x_t, buffer)
+        if cond_t is not None:
+            h = h + cond_t
+        a, b = h.split(self.gate_channels, dim=1)
+        z = torch.tanh(a) * torch.sigmoid(b)
+        res = F.linear(z, self.residual.weight[..., 0], self.residual.bias)
+        skip = F.linear(z, self.skip.weight[..., 0], self.skip.bias)
+        return x_t + res, skip
+
+
+@dataclass
+class WaveNetState:
+    """Everything incremental sampling carries from one step to the next.
+
+    Attributes:
+        buffers: one ring buffer per residual layer.
+        local: upsampled local conditioning projected for every layer ``[B, L * 2G, T]``
+            (None without local conditioning).
+        global_bias: global conditioning projected for every layer ``[B, L * 2G]``.
+        time: index of the next output sample (into ``local``).
+    """
+
+    buffers: list[ConvBuffer]
+    local: torch.Tensor | None = None
+    global_bias: torch.Tensor | None = None
+    time: int = 0
+
+
+class WaveNet(nn.Module):
+    """WaveNet over waveforms; see the module docstring for the time alignment."""
+
+    def __init__(self, config: WaveNetConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.head = make_head(c)
+        if c.head == "categorical":
+            self.input = nn.Embedding(c.num_classes, c.residual_channels)
+        else:
+            self.input = nn.Conv1d(1, c.residual_channels, 1)
+        self.layers = nn.ModuleList(
+            ResidualLayer(c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size,
+                          d, c.dropout) for d in c.dilations)
+        cond_width = c.num_layers * 2 * c.gate_channels
+        if c.global_classes > 0:
+            self.global_embedding = nn.Embedding(c.global_classes, c.global_dim)
+        if c.has_global:
+            self.global_projection = nn.Linear(c.global_dim, cond_width, bias=False)
+        if c.has_local:
+            self.upsampler = ConditioningUpsampler(c.local_channels, c.upsample_factors,
+                                                   c.hop_length, c.upsample_mode)
+            self.local_projection = nn.Conv1d(c.local_channels, cond_width, 1, bias=False)
+        self.output = nn.Sequential(nn.ReLU(), nn.Conv1d(c.skip_channels, c.skip_channels, 1),
+                                    nn.ReLU(), nn.Conv1d(c.skip_channels, self.head.num_params, 1))
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def receptive_field(self) -> int:
+        return self.config.receptive_field
+
+    def silence_input(self) -> int | float:
+        """The input value that stands for 'no previous sample' (digital silence)."""
+        return self.config.num_classes // 2 if self.config.head == "categorical" else 0.0
+
+    def targets_from_waveform(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, T]`` or ``[B, T]`` waveform -> ``[B, T]`` targets of the head."""
+        if wave.dim() == 3:
+            if wave.shape[1] != 1:
+                raise UsageError(f"WaveNet models mono audio, got {wave.shape[1]} channels")
+            wave = wave[:, 0]
+        return self.head.targets_from_waveform(wave)
+
+    def _embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` previous samples (classes or values) -> ``[B, R, T]``."""
+        if self.config.head == "categorical":
+            return self.input(inputs).transpose(1, 2)
+        return self.input(inputs.to(self.input.weight.dtype)[:, None, :])
+
+    def _embed_step(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``[B]`` previous sample -> ``[B, R]``."""
+        if self.config.head == "categorical":
+            return self.input(inputs)
+        return inputs.to(self.input.weight.dtype)[:, None] * self.input.weight[:, 0, 0] + self.input.bias
+
+    def conditioning(self, length: int, batch: int, local: torch.Tensor | None = None,
+                     global_cond: torch.Tensor | None = None,
+                     drop: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Projected conditioning for all layers.
+
+        Args:
+            length: audio samples the conditioning must cover.
+            local: ``[B, local_channels, frames]`` with ``frames * hop == length``.
+            global_cond: ``[B]`` class indices, or ``[B, global_dim]`` vectors.
+            drop: ``[B]`` bool, True where conditioning is dropped (classifier-free guidance).
+
+        Returns:
+            ``local`` ``[B, L * 2G, length]`` and ``global`` ``[B, L * 2G]`` (each None if unused).
+        """
+        c = self.config
+        local_out = global_out = None
+        if c.has_local:
+            if local is None:
+                raise UsageError("this WaveNet is locally conditioned: pass local features")
+            if local.dim() != 3 or local.shape[1] != c.local_channels:
+                raise UsageError(f"local features must be [batch, {c.local_channels}, frames], "
+                                 f"got {tuple(local.shape)}")
+            if local.shape[-1] * c.hop_length != length:
+                raise UsageError(f"{local.shape[-1]} conditioning frames x hop {c.hop_length} = "
+                                 f"{local.shape[-1] * c.hop_length} samples, but the audio has "
+                                 f"{length}: features and audio must cover the same samples")
+            local_out = self.local_projection(self.upsampler(local.to(self.input.weight.dtype)))
+        elif local is not None:
+            raise UsageError("this WaveNet has no local conditioning (local_channels = 0)")
+        if c.has_global:
+            if global_cond is None:
+                raise UsageError("this WaveNet is globally conditioned: pass global_cond")
+            if c.global_classes > 0:
+                if global_cond.dim() != 1 or global_cond.is_floating_point():
+                    raise UsageError("global_cond must be [batch] class indices")
+                vector = self.global_embedding(global_cond)
+            else:
+                if global_cond.shape != (batch, c.global_dim):
+                    raise UsageError(f"global_cond must be [batch, {c.global_dim}], "
+                                     f"got {tuple(global_cond.shape)}")
+                vector = global_cond.to(self.input.weight.dtype)
+            global_out = self.global_projection(vector)
+        elif global_cond is not None:
+            raise UsageError("this WaveNet has no global conditioning (global_dim = 0)")
+        if drop is not None:
+            keep = (~drop).to(self.input.weight.dtype)
+            local_out = None if local_out is None else local_out * keep[:, None, None]
+            global_out = None if global_out is None else global_out * keep[:, None]
+        return local_out, global_out
+
+    def _layer_cond(self, local: torch.Tensor | None, global_: torch.Tensor | None,
+                    index: int) -> torch.Tensor | None:
+        width = 2 * self.config.gate_channels
+        parts = []
+        if local is not None:
+            parts.append(local[:, index * width:(index + 1) * width])
+        if global_ is not None:
+            parts.append(global_[:, index * width:(index + 1) * width, None])
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def _training_drop(self, batch: int, device) -> torch.Tensor | None:
+        p = self.config.cond_dropout
+        if not (self.training and p > 0 and (self.config.has_local or self.config.has_global)):
+            return None
+        return torch.rand(batch, device=device) < p
+
+    # ----------------------------------------------------------------- full passes
+    def forward(self, inputs: torch.Tensor, local: torch.Tensor | None = None,
+                global_cond: torch.Tensor | None = None, unconditional: bool = False,
+                return_layer_inputs: bool = False):
+        """Head parameters for every position.
+
+        Args:
+            inputs: ``[B, T]`` previous samples (class indices, or values in [-1, 1]).
+            local, global_cond: conditioning, see :meth:`conditioning`.
+            unconditional: drop all conditioning (the unconditional branch of CFG).
+            return_layer_inputs: also return each layer's input ``[B, R, T]`` (for priming).
+
+        Returns:
+            ``[B, num_params, T]`` (and the list of layer inputs when requested).
+        """
+        batch, length = inputs.shape
+        drop = torch.ones(batch, dtype=torch.bool, device=inputs.device) if unconditional \
+            else self._training_drop(batch, inputs.device)
+        local_c, global_c = self.conditioning(length, batch, local, global_cond, drop)
+        return self.run(inputs, local_c, global_c, return_layer_inputs)
+
+    def run(self, inputs: torch.Tensor, local_c: torch.Tensor | None,
+            global_c: torch.Tensor | None, return_layer_inputs: bool = False):
+        """:meth:`forward` with conditioning already projected by :meth:`conditioning`.
+
+        ``local_c`` ``[B, L * 2G, T]`` must be aligned with ``inputs`` ``[B, T]``.
+        """
+        x = self._embed(inputs)
+        skips = 0
+        layer_inputs = []
+        for i, layer in enumerate(self.layers):
+            if return_layer_inputs:
+                layer_inputs.append(x)
+            x, skip = layer(x, self._layer_cond(local_c, global_c, i))
+            skips = skips + skip
+        params = self.output(skips)
+        return (params, layer_inputs) if return_layer_inputs else params
+
+    def loss(self, wave: torch.Tensor, local: torch.Tensor | None = None,
+             global_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced negative log-likelihood in nats per sample (a scalar).
+
+        ``wave`` ``[B, 1, T]`` or ``[B, T]`` in [-1, 1]; every sample is predicted from the
+        ones before it (the first from silence).
+        """
+        targets = self.targets_from_waveform(wave)
+        inputs = shift_right(targets, self.silence_input())
+        params = self(inputs, local, global_cond)
+        return -self.head.log_prob(params, targets).mean()
+
+    # ----------------------------------------------------------------- incremental
+    def start(self, batch: int, length: int, local: torch.Tensor | None = None,
+              global_cond: torch.Tensor | None = None, unconditional: bool = False,
+              prompt: torch.Tensor | None = None) -> WaveNetState:
+        """State for generating ``length`` samples (prompt included) one at a time.
+
+        Args:
+            batch: batch size.
+            length: total samples, prompt included (must match local conditioning).
+            prompt: ``[B, P]`` head targets already known (e.g. from an audio prompt); the
+                buffers are warmed up on them (teacher forcing) with one full forward pass,
+                and the first :meth:`step` must then be given ``prompt[:, -1]``.
+        """
+        device, dtype = self.input.weight.device, self.input.weight.dtype
+        drop = torch.ones(batch, dtype=torch.bool, device=device) if unconditional else None
+        local_c, global_c = self.conditioning(length, batch, local, global_cond, drop)
+        if prompt is None or prompt.shape[-1] == 0:
+            buffers = [layer.conv.init_buffer(batch, device, dtype) for layer in self.layers]
+            return WaveNetState(buffers, local_c, global_c, time=0)
+        if prompt.shape[0] != batch:
+            raise UsageError(f"prompt batch {prompt.shape[0]} != batch {batch}")
+        inputs = shift_right(prompt, self.silence_input())
+        prompt_local = None if local_c is None else local_c[..., :prompt.shape[-1]]
+        _, layer_inputs = self.run(inputs, prompt_local, global_c, return_layer_inputs=True)
+        buffers = [layer.conv.buffer_from_sequence(x)
+                   for layer, x in zip(self.layers, layer_inputs)]
+        # Positions 0..P-1 are consumed; the next step (position P) takes prompt[:, -1].
+        return WaveNetState(buffers, local_c, global_c, time=prompt.shape[-1])
+
+    def step(self, previous: torch.Tensor, state: WaveNetState) -> torch.Tensor:
+        """Head parameters ``[B, num_params]`` for the sample after ``previous`` ``[B]``."""
+        x = self._embed_step(previous)
+        t = state.time
+        width = 2 * self.config.gate_channels
+        skips = 0
+        for i, layer in enumerate(self.layers):
+            cond = None
+            if state.local is not None:
+                cond = state.local[:, i * width:(i + 1) * width, t]
+            if state.global_bias is not None:
+                g = state.global_bias[:, i * width:(i + 1) * width]
+                cond = g if cond is None else cond + g
+            x, skip = layer.step(x, state.buffers[i], cond)
+            skips = skips + skip
+        state.time += 1
+        h = F.relu(skips)
+        h = F.relu(F.linear(h, self.output[1].weight[..., 0], self.output[1].bias))
+        return F.linear(h, self.output[3].weight[..., 0], self.output[3].bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def describe(config: WaveNetConfig) -> str:
+    """One line: layers, channels, head and receptive field in samples and milliseconds."""
+    rf = config.receptive_field
+    return (f"WaveNet {config.stacks}x{config.layers} k={config.kernel_size} "
+            f"res={config.residual_channels} gate={config.gate_channels} skip={config.skip_channels} "
+            f"head={config.head} receptive field {rf} samples "
+            f"({1000 * rf / config.sample_rate:.1f} ms at {config.sample_rate} Hz)")
+
+
+__all__ = ["WaveNet", "WaveNetConfig", "WaveNetState", "ResidualLayer", "shift_right",
+           "make_head", "describe"]

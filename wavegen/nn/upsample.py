@@ -1,0 +1,82 @@
+"""Learned upsamplers from frame rate (mel, piano roll) to audio rate, for local conditioning.
+
+Both kinds multiply the time axis by ``prod(factors)``, which must equal the features'
+hop length: ``[B, C, frames] -> [B, C, frames * hop]``. A product that differs from the
+hop is a :class:`~wavegen.errors.ConfigError` at construction, and a conditioning sequence
+whose upsampled length differs from the audio's is refused by the model: features and
+audio are never silently cropped to fit.
+
+* ``"transposed"``: one transposed convolution per factor (kernel ``2 f``, stride ``f``),
+  as in WaveNet vocoders (Shen et al. 2018; r9y9's wavenet_vocoder), with leaky ReLUs
+  between stages.
+* ``"nearest"``: repeat each frame ``f`` times, then smooth with a convolution of width
+  ``2 f + 1`` per stage; free of the checkerboard artefacts of transposed convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wavegen.errors import ConfigError
+
+UPSAMPLE_MODES = ("transposed", "nearest")
+
+
+def check_factors(factors: Sequence[int], hop_length: int) -> tuple[int, ...]:
+    """Validate upsampling ``factors`` against ``hop_length``; return them as a tuple."""
+    factors = tuple(int(f) for f in factors)
+    if not factors or any(f < 1 for f in factors):
+        raise ConfigError(f"upsample factors must be positive integers, got {list(factors)}")
+    if math.prod(factors) != hop_length:
+        shown = " x ".join(map(str, factors))
+        raise ConfigError(f"upsample factors {shown} = {math.prod(factors)} must multiply to the "
+                          f"features' hop length ({hop_length})")
+    return factors
+
+
+class _Stage(nn.Module):
+    """One upsampling stage by an integer factor ``f``: ``[B, C, T] -> [B, C, T * f]``."""
+
+    def __init__(self, channels: int, factor: int, mode: str):
+        super().__init__()
+        self.factor = factor
+        self.mode = mode
+        if mode == "transposed":
+            self.conv = nn.ConvTranspose1d(channels, channels, 2 * factor, stride=factor)
+        else:
+            self.conv = nn.Conv1d(channels, channels, 2 * factor + 1, padding=factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transposed":
+            # Output length is (T + 1) * f; dropping f // 2 in front centres each frame's
+            # kernel on its own f samples, and the total is then exactly T * f.
+            y = self.conv(x)
+            start = self.factor // 2
+            return y[..., start:start + x.shape[-1] * self.factor]
+        return self.conv(x.repeat_interleave(self.factor, dim=-1))
+
+
+class ConditioningUpsampler(nn.Module):
+    """Frame-rate features ``[B, C, frames]`` -> audio-rate ``[B, C, frames * hop]``."""
+
+    def __init__(self, channels: int, factors: Sequence[int], hop_length: int,
+                 mode: str = "transposed"):
+        super().__init__()
+        if mode not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+        self.factors = check_factors(factors, hop_length)
+        self.hop_length = hop_length
+        self.stages = nn.ModuleList(_Stage(channels, f, mode) for f in self.factors)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.stages) - 1:
+                x = F.leaky_relu(x, 0.4)
+        return x

@@ -1,0 +1,290 @@
+"""The autoregressive sampling loop shared by WaveNet, SampleRNN and the hierarchical priors.
+
+A model plugs in through three methods (WaveNet implements them):
+
+* ``start(batch, length, local=None, global_cond=None, unconditional=False, prompt=None)``
+  returns a state for generating ``length`` samples (prompt included);
+* ``step(previous, state)`` returns the head parameters ``[B, P]`` of the next sample;
+* ``run(inputs, local_c, global_c)`` / ``conditioning(...)``: the full pass, used by the
+  naive generator that recomputes the receptive field at every step (for tests and
+  benchmarks).
+
+and exposes ``head`` (an :class:`~wavegen.nn.distributions.OutputDistribution`),
+``silence_input()`` and ``receptive_field``.
+
+What the loop adds: temperature, top-p and typical filtering (categorical heads),
+classifier-free guidance on logits, priming from a prompt, pre-drawn uniforms (so fast
+backends can be checked sample for sample), a tqdm progress bar, and a running typicality
+diagnostic: the mean negative log-likelihood of the drawn samples beside the mean entropy
+of the model's predictive distribution. Sampling at a very low temperature drives the NLL
+far below the entropy (the well-known collapse into silence); honest sampling keeps them
+close.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from wavegen.errors import UsageError
+from wavegen.nn.distributions import Categorical
+from wavegen.nn.logit_filters import cfg_logits, top_p_filter, typical_filter
+
+
+@dataclass
+class SamplingOptions:
+    """How to draw samples.
+
+    Attributes:
+        temperature: divides the logits (categorical) or scales the scales (continuous
+            heads); 0 is greedy.
+        top_p: nucleus sampling mass (categorical heads), None = off.
+        typical: locally typical sampling mass (categorical heads), None = off.
+        cfg_gamma: classifier-free guidance ``uncond + gamma * (cond - uncond)`` on log-probs
+            (categorical heads). None = plain conditional sampling; 0 = unconditional;
+            1 = conditional; > 1 amplified. In Ho & Salimans' form ``(1 + w) cond - w uncond``,
+            ``gamma = 1 + w``.
+        seed: seeds the uniforms when none are given (same seed, same audio).
+        progress: show a tqdm progress bar.
+    """
+
+    temperature: float = 1.0
+    top_p: float | None = None
+    typical: float | None = None
+    cfg_gamma: float | None = None
+    seed: int | None = None
+    progress: bool = False
+
+
+@dataclass
+class GenerationResult:
+    """Output of :func:`generate`.
+
+    Attributes:
+        audio: ``[B, 1, N]`` waveform of the generated samples (prompt excluded).
+        samples: ``[B, N]`` head samples (class indices, or values on the 16-bit grid).
+        mean_nll: ``[B]`` mean NLL (nats) of the drawn samples under the model's (guided)
+            predictive distribution at temperature 1, before filtering.
+        mean_entropy: ``[B]`` mean entropy (nats) of that distribution.
+        seconds: wall time of the loop.
+    """
+
+    audio: torch.Tensor
+    samples: torch.Tensor
+    mean_nll: torch.Tensor
+    mean_entropy: torch.Tensor
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        """Aggregate throughput: batch x length / seconds."""
+        return self.samples.numel() / max(self.seconds, 1e-9)
+
+
+def draw_uniforms(batch: int, length: int, per_sample: int, seed: int | None,
+                  device=None) -> torch.Tensor:
+    """``[B, N, U]`` uniforms in [0, 1) from a seeded generator (on the CPU, then moved)."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return torch.rand(batch, length, per_sample, generator=generator,
+                      dtype=torch.float64).to(device=device, dtype=torch.float32)
+
+
+def _check_options(head, options: SamplingOptions) -> None:
+    categorical = isinstance(head, Categorical)
+    for name in ("top_p", "typical", "cfg_gamma"):
+        if getattr(options, name) is not None and not categorical:
+            raise UsageError(f"{name} needs a categorical head; this model's head is "
+                             f"{type(head).__name__}")
+    if options.temperature < 0:
+        raise UsageError(f"temperature must be >= 0, got {options.temperature}")
+
+
+class _Draw:
+    """One step's sampling from head parameters: guidance, filters, draw and diagnostics."""
+
+    def __init__(self, head, options: SamplingOptions):
+        self.head = head
+        self.options = options
+        self.categorical = isinstance(head, Categorical)
+
+    def __call__(self, params: torch.Tensor, params_uncond: torch.Tensor | None,
+                 uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (sample ``[B]``, NLL of the sample ``[B]``, entropy ``[B]``)."""
+        o = self.options
+        if not self.categorical:
+            sample = self.head.sample(params, uniforms, temperature=o.temperature)
+            nll = -self.head.log_prob(params[..., None], sample[:, None])[:, 0]
+            return sample, nll, self.head.entropy(params)
+        logp = torch.log_softmax(params.float(), dim=-1)
+        if params_uncond is not None:
+            logp = torch.log_softmax(cfg_logits(params.float(), params_uncond.float(),
+                                                o.cfg_gamma), dim=-1)
+        logits = logp
+        if o.temperature > 0:
+            logits = logits / o.temperature
+        if o.top_p is not None:
+            logits = top_p_filter(logits, o.top_p)
+        if o.typical is not None:
+            logits = typical_filter(logits, o.typical)
+        sample = self.head.sample(logits, uniforms, temperature=1.0 if o.temperature > 0 else 0.0)
+        nll = -logp.gather(1, sample[:, None])[:, 0]
+        entropy = -(logp.exp() * logp).sum(-1)
+        return sample, nll, entropy
+
+
+def _prepare(model, batch: int, num_samples: int | None, local, prompt):
+    """Resolve lengths and turn a waveform prompt into head targets."""
+    prompt_targets = None
+    prompt_len = 0
+    if prompt is not None:
+        prompt_targets = model.targets_from_waveform(prompt)
+        if prompt_targets.shape[0] != batch:
+            raise UsageError(f"prompt has batch {prompt_targets.shape[0]}, expected {batch}")
+        prompt_len = prompt_targets.shape[-1]
+    if local is not None:
+        covered = local.shape[-1] * model.config.hop_length
+        if num_samples is None:
+            num_samples = covered - prompt_len
+        if prompt_len + num_samples != covered:
+            raise UsageError(f"local conditioning covers {covered} samples, but prompt "
+                             f"({prompt_len}) + new samples ({num_samples}) = "
+                             f"{prompt_len + num_samples}")
+    if num_samples is None or num_samples < 1:
+        raise UsageError("give the number of samples to generate (or local conditioning)")
+    return num_samples, prompt_len, prompt_targets
+
+
+@torch.no_grad()
+def generate(model, num_samples: int | None = None, *, batch: int = 1,
+             local: torch.Tensor | None = None, global_cond: torch.Tensor | None = None,
+             prompt: torch.Tensor | None = None, options: SamplingOptions | None = None,
+             uniforms: torch.Tensor | None = None, naive: bool = False) -> GenerationResult:
+    """Generate ``num_samples`` new samples per batch item, one at a time.
+
+    Args:
+        model: a model with the incremental interface described in the module docstring.
+        num_samples: new samples to draw; with local conditioning it defaults to what the
+            features cover beyond the prompt (and must match it).
+        batch: batch size (taken from the conditioning or prompt when given).
+        local: ``[B, C, frames]`` local conditioning covering prompt + new samples.
+        global_cond: ``[B]`` classes or ``[B, D]`` vectors.
+        prompt: ``[B, 1, P]`` waveform to continue (teacher-forced warm-up).
+        options: sampling options.
+        uniforms: ``[B, N, head.num_uniforms]`` pre-drawn U(0,1) numbers; the same uniforms
+            give the same samples on every backend.
+        naive: recompute the receptive field at every step instead of using the cached
+            per-layer buffers (slow; the reference for tests and benchmarks).
+
+    Returns:
+        a :class:`GenerationResult`.
+    """
+    options = options or SamplingOptions()
+    was_training = model.training
+    model.eval()
+    try:
+        return _generate(model, num_samples, batch, local, global_cond, prompt, options,
+                         uniforms, naive)
+    finally:
+        model.train(was_training)
+
+
+def _generate(model, num_samples, batch, local, global_cond, prompt, options, uniforms, naive):
+    head = model.head
+    _check_options(head, options)
+    for tensor in (local, global_cond, prompt):
+        if tensor is not None:
+            batch = tensor.shape[0]
+    num_samples, prompt_len, prompt_targets = _prepare(model, batch, num_samples, local, prompt)
+    device = next(model.parameters()).device
+    if uniforms is None:
+        uniforms = draw_uniforms(batch, num_samples, head.num_uniforms, options.seed, device)
+    elif uniforms.shape != (batch, num_samples, head.num_uniforms):
+        raise UsageError(f"uniforms must be [{batch}, {num_samples}, {head.num_uniforms}], "
+                         f"got {tuple(uniforms.shape)}")
+    guided = options.cfg_gamma is not None
+    stepper = (_NaiveStepper if naive else _CachedStepper)(
+        model, batch, prompt_len + num_samples, local, global_cond, prompt_targets, guided)
+    draw = _Draw(head, options)
+
+    previous = prompt_targets[:, -1] if prompt_targets is not None else \
+        torch.full((batch,), model.silence_input(), device=device,
+                   dtype=torch.long if isinstance(head, Categorical) else torch.float32)
+    samples, nll_sum, entropy_sum = [], torch.zeros(batch), torch.zeros(batch)
+    start = time.perf_counter()
+    bar = tqdm(total=num_samples, disable=not options.progress, unit="sample",
+               unit_scale=True, leave=False)
+    for t in range(num_samples):
+        params, params_uncond = stepper.step(previous)
+        previous, nll, entropy = draw(params, params_uncond, uniforms[:, t])
+        samples.append(previous)
+        nll_sum += nll.float().cpu()
+        entropy_sum += entropy.float().cpu()
+        if options.progress and (t % 1000 == 999 or t == num_samples - 1):
+            bar.update(t + 1 - bar.n)
+            bar.set_postfix(nll=f"{(nll_sum / (t + 1)).mean():.2f}",
+                            entropy=f"{(entropy_sum / (t + 1)).mean():.2f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    stacked = torch.stack(samples, dim=1)
+    audio = head.waveform_from_samples(stacked).float()[:, None, :]
+    return GenerationResult(audio, stacked, nll_sum / num_samples, entropy_sum / num_samples,
+                            seconds)
+
+
+class _CachedStepper:
+    """Incremental steps from the model's per-layer buffers (conditional and, for CFG,
+    unconditional states side by side)."""
+
+    def __init__(self, model, batch, length, local, global_cond, prompt, guided):
+        self.model = model
+        self.state = model.start(batch, length, local, global_cond, prompt=prompt)
+        self.state_uncond = model.start(batch, length, local, global_cond, unconditional=True,
+                                        prompt=prompt) if guided else None
+
+    def step(self, previous):
+        params = self.model.step(previous, self.state)
+        params_uncond = None if self.state_uncond is None else \
+            self.model.step(previous, self.state_uncond)
+        return params, params_uncond
+
+
+class _NaiveStepper:
+    """Recomputes the last ``receptive_field`` positions with a full pass at every step."""
+
+    def __init__(self, model, batch, length, local, global_cond, prompt, guided):
+        self.model = model
+        self.length = length
+        self.guided = guided
+        self.window = model.receptive_field
+        device = next(model.parameters()).device
+        self.cond = model.conditioning(length, batch, local, global_cond)
+        self.cond_uncond = model.conditioning(
+            length, batch, local, global_cond,
+            torch.ones(batch, dtype=torch.bool, device=device)) if guided else None
+        first = torch.full((batch, 1), model.silence_input(), device=device,
+                           dtype=torch.long if isinstance(model.head, Categorical) else torch.float32)
+        # inputs[:, t] is the sample before position t; position t predicts sample t.
+        self.inputs = first if prompt is None else torch.cat([first, prompt.to(first.dtype)], 1)
+        self.time = self.inputs.shape[1] - 1
+
+    def _params(self, cond, inputs, start):
+        local_c, global_c = cond
+        local_c = None if local_c is None else local_c[..., start:self.time + 1]
+        return self.model.run(inputs, local_c, global_c)[..., -1]
+
+    def step(self, previous):
+        if self.time > self.inputs.shape[1] - 1:
+            self.inputs = torch.cat([self.inputs, previous[:, None].to(self.inputs.dtype)], 1)
+        start = max(0, self.time + 1 - self.window)
+        inputs = self.inputs[:, start:self.time + 1]
+        params = self._params(self.cond, inputs, start)
+        params_uncond = self._params(self.cond_uncond, inputs, start) if self.guided else None
+        self.time += 1
+        return params, params_uncond
