@@ -8,7 +8,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
@@ -607,7 +607,12 @@ def test_typical_set_matches_brute_force(values, mass):
     logits = torch.tensor(values, dtype=torch.float64)
     p = torch.softmax(logits, 0).numpy()
     entropy = -(p * np.log(p)).sum()
-    order = np.argsort(np.abs(-np.log(p) - entropy), kind="stable")
+    scores = np.abs(-np.log(p) - entropy)
+    order = np.argsort(scores, kind="stable")
+    # Near-ties in the score or in the running mass may be ordered either way by rounding
+    # (numpy and torch round differently): both answers are right there, so skip them.
+    assume(np.min(np.diff(np.sort(scores))) > 1e-9)
+    assume(np.min(np.abs(np.cumsum(p[order]) - mass)) > 1e-9)
     n = next(i + 1 for i in range(len(p)) if p[order[:i + 1]].sum() >= mass or i == len(p) - 1)
     assert kept(typical_filter(logits, mass)) == sorted(order[:n].tolist())
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import chord
+from wavegen.audio.signals import chord
 from wavegen.audio.features import PRESETS
 from wavegen.audio.griffinlim import griffin_lim, mel_to_audio, mel_to_linear, to_magnitude
 from wavegen.audio.phase import stft_for

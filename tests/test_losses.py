@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import chord, sweep
+from wavegen.audio.signals import chord, sweep
 from wavegen.audio.features import FeatureConfig, get_preset
 from wavegen.audio.losses import (PWG_RESOLUTIONS, MelL1Loss, MultiResolutionSTFTLoss,
                                   SpectralLoss, STFTLoss)

@@ -10,7 +10,7 @@ import pytest
 import scipy.fft
 import torch
 
-from conftest import chord, sweep
+from wavegen.audio.signals import chord, sweep
 from wavegen.audio.features import FeatureConfig, get_preset
 from wavegen.audio.losses import MultiResolutionSTFTLoss
 from wavegen.audio.metrics import (bits_per_sample, bits_to_nats, dct_matrix, log_mel_l1,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import chord
+from wavegen.audio.signals import chord
 from wavegen.audio.features import PRESETS, FeatureConfig, get_preset
 from wavegen.audio.phase import (instantaneous_frequency, linear_from_mel_magnitude_and_if,
                                  magnitude_and_if, mel_from_magnitude_and_if,

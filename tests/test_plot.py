@@ -15,7 +15,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from conftest import chord
+from wavegen.audio.signals import chord
 from wavegen.audio import plot
 from wavegen.audio.features import get_preset
 from wavegen.audio.phase import magnitude_and_if
