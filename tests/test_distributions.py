@@ -41,9 +41,8 @@ def all_bin_log_probs(head, row: torch.Tensor) -> torch.Tensor:
 
 # --- reference computations with scipy (float64) -----------------------------------------
 
-def logistic_bin_log_mass(x, mean, scale):
-    """log P(bin centred at x) of one discretised logistic, in log space (tail-accurate)."""
-    dist = stats.logistic(loc=mean, scale=scale)
+def bin_log_mass(dist, x, mean):
+    """log P(bin centred at x) under a frozen scipy distribution, in log space (tail-accurate)."""
     if x <= -1.0:
         return dist.logcdf(x + H)
     if x >= 1.0:
@@ -53,19 +52,14 @@ def logistic_bin_log_mass(x, mean, scale):
     else:
         hi, lo = dist.logsf(x - H), dist.logsf(x + H)
     return hi + np.log(-np.expm1(lo - hi))
+
+
+def logistic_bin_log_mass(x, mean, scale):
+    return bin_log_mass(stats.logistic(loc=mean, scale=scale), x, mean)
 
 
 def gaussian_bin_log_mass(x, mean, scale):
-    dist = stats.norm(loc=mean, scale=scale)
-    if x <= -1.0:
-        return dist.logcdf(x + H)
-    if x >= 1.0:
-        return dist.logsf(x - H)
-    if x <= mean:
-        hi, lo = dist.logcdf(x + H), dist.logcdf(x - H)
-    else:
-        hi, lo = dist.logsf(x - H), dist.logsf(x + H)
-    return hi + np.log(-np.expm1(lo - hi))
+    return bin_log_mass(stats.norm(loc=mean, scale=scale), x, mean)
 
 
 def mol_reference_log_prob(row: torch.Tensor, x: float, log_scale_min=-14.0) -> float:
