@@ -278,6 +278,49 @@ register(Command(
 ))
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a recipe entry, e.g. train.steps=100")
+    parser.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from wavegen.train.build import build_datasets, build_task, bundle_info
+    from wavegen.train.recipe import load_recipe
+    from wavegen.train.trainer import Trainer
+    from wavegen.utils.atomic import atomic_write_text
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = args.out or os.path.join("runs", recipe.name)
+    train_set, val_set = build_datasets(recipe)
+    task = build_task(recipe)
+    trainer = Trainer(task, train_set, val_set, recipe.train, out, bundle_info(recipe),
+                      recipe=recipe.to_dict(), progress=not args.no_progress)
+    if trainer.dist.is_main:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_text(os.path.join(out, "recipe.yaml"),
+                          yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    trainer.fit(resume=args.resume)
+    return 0
+
+
+register(Command(
+    name="train",
+    help="train a model from a recipe (torchrun for several GPUs or processes)",
+    add_arguments=_add_train_arguments,
+    run=_run_train,
+))
+
+
 # --------------------------------------------------------------------------- doctor
 
 

@@ -42,3 +42,11 @@ class FeatureMismatchError(WavegenError):
 
 class UsageError(WavegenError):
     """A command or function was called with arguments that cannot work together."""
+
+
+class CheckpointError(WavegenError):
+    """A model bundle or training state is missing, incomplete, corrupt or incompatible."""
+
+
+class DataError(WavegenError):
+    """A dataset input (MIDI file, corpus folder, metadata) is missing, corrupt or unusable."""

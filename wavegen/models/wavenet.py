@@ -19,7 +19,7 @@ into those inputs (a silent first input), and :meth:`WaveNet.loss` does it for y
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from wavegen.nn.causal_conv import CausalConv1d, ConvBuffer
 from wavegen.nn.distributions import (Categorical, DiscretizedGaussian,
                                       DiscretizedMixtureOfLogistics, OutputDistribution)
 from wavegen.nn.upsample import UPSAMPLE_MODES, ConditioningUpsampler, check_factors
+from wavegen.utils.config import from_dict, to_dict
 
 HEADS = ("categorical", "mol", "gaussian")
 
@@ -127,16 +128,12 @@ class WaveNetConfig:
         return self.local_channels > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
+        return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WaveNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"WaveNetConfig: unknown key(s) {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "WaveNetConfig") -> "WaveNetConfig":
+        """From plain values; unknown keys and wrong types are ConfigErrors naming the key."""
+        return from_dict(cls, data, where)
 
 
 def make_head(config: WaveNetConfig) -> OutputDistribution:

@@ -1,0 +1,1 @@
+"""Datasets: MAESTRO-style corpora (audio + MIDI), audio folders, MIDI features, synthesis."""

@@ -1,0 +1,1 @@
+"""One trainer for every model family, with small per-objective tasks."""

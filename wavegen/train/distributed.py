@@ -1,0 +1,56 @@
+"""Process-group set-up for DDP: torchrun's environment, NCCL on GPUs and gloo on CPUs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_environment(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, ...); single process
+    otherwise. Already-initialised groups (e.g. tests using mp.spawn) are reused."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(),
+                        int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average scalar metrics over ranks (identity for one process)."""
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,206 @@
+"""Recipes: YAML files that say what to train, on what, and how.
+
+A recipe maps onto dataclasses, and anything they do not know is an error naming the key::
+
+    name: wavenet-mel-tiny
+    task: likelihood
+    model:            # family + that family's config (WaveNetConfig fields for wavenet)
+      family: wavenet
+      layers: 6
+      ...
+    features: hifigan-16k        # a preset name, or a mapping of FeatureConfig fields
+                                 # (optionally with `preset: NAME` as the base)
+    data:             # DataConfig
+      kind: maestro   # maestro | audio_folder | tones
+      root: corpus/
+      sample_rate: 16000
+      crop_samples: 8192
+      conditioning: roll          # none | mel | roll
+    train:            # TrainConfig
+      steps: 2000
+      ...
+
+``--set key.sub=value`` overrides any entry before validation (values are parsed as YAML,
+so ``--set train.steps=100 --set model.upsample_factors=[4,4]`` are typed).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wavegen.audio.features import FeatureConfig, get_preset
+from wavegen.errors import ConfigError
+from wavegen.models.registry import get_family
+from wavegen.train.config import TrainConfig
+from wavegen.utils.config import from_dict, to_dict
+
+DATA_KINDS = ("tones", "maestro", "audio_folder")
+CONDITIONINGS = ("none", "mel", "roll")
+TASKS = ("likelihood",)
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section.
+
+    Attributes:
+        kind: ``maestro`` (MAESTRO-format corpus: audio + MIDI), ``audio_folder`` (any folder
+            of audio files) or ``tones`` (generated on the fly, for smoke tests).
+        root: corpus folder (maestro, audio_folder).
+        sample_rate: rate the audio is resampled to (cached).
+        crop_samples: samples per training example (a multiple of the hop).
+        conditioning: what the model is conditioned on: nothing, the log-mel of the
+            recipe's features, or the MIDI piano roll.
+        hop_length: piano-roll hop in samples (for ``roll``; mel uses the features' hop).
+        cache_dir: where resampled audio and features are cached (default: ROOT/.wavegen-cache).
+        items_per_epoch: random crops per epoch (default: one per file, or ``size``).
+        size, validation_size: items of the ``tones`` dataset.
+        validation_fraction: share of files held out by ``audio_folder``.
+    """
+
+    kind: str = "tones"
+    root: str | None = None
+    sample_rate: int = 16000
+    crop_samples: int = 8192
+    conditioning: str = "none"
+    hop_length: int = 256
+    cache_dir: str | None = None
+    items_per_epoch: int | None = None
+    size: int = 256
+    validation_size: int = 16
+    validation_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ConfigError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"data.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.kind != "tones" and not self.root:
+            raise ConfigError(f"data.root is required for data.kind {self.kind}")
+        if self.conditioning == "roll" and self.kind != "maestro":
+            raise ConfigError("data.conditioning roll needs MIDI: use data.kind maestro")
+
+
+@dataclass
+class Recipe:
+    """A whole recipe (see the module docstring)."""
+
+    name: str = "unnamed"
+    task: str = "likelihood"
+    model: dict[str, Any] = field(default_factory=dict)
+    features: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if "family" not in self.model:
+            raise ConfigError("model.family is required (e.g. wavenet)")
+        family = get_family(self.model["family"])
+        params = {k: v for k, v in self.model.items() if k != "family"}
+        self.model_config = family.config_class.from_dict(params, "model")
+        self.feature_config = resolve_features(self.features)
+        check_consistency(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task,
+                "model": {"family": self.model["family"], **self.model_config.to_dict()},
+                "features": None if self.feature_config is None else self.feature_config.to_dict(),
+                "data": to_dict(self.data), "train": to_dict(self.train)}
+
+
+def resolve_features(spec: Any) -> FeatureConfig | None:
+    """A preset name, a mapping of FeatureConfig fields (optionally ``preset:`` base), or None."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return get_preset(spec)
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        base = spec.pop("preset", None)
+        if base is not None:
+            # Through from_dict, so the overriding values are type-checked like any other.
+            return FeatureConfig.from_dict({**get_preset(base).to_dict(), **spec, "name": "custom"})
+        return FeatureConfig.from_dict(spec)
+    raise ConfigError(f"features must be a preset name or a mapping, got {type(spec).__name__}")
+
+
+def check_consistency(recipe: Recipe) -> None:
+    """Cross-section checks: rates, hops and channel counts must agree."""
+    model, data, features = recipe.model_config, recipe.data, recipe.feature_config
+    if getattr(model, "sample_rate", data.sample_rate) != data.sample_rate:
+        raise ConfigError(f"model.sample_rate ({model.sample_rate}) != data.sample_rate ({data.sample_rate})")
+    if features is not None and features.sample_rate != data.sample_rate:
+        raise ConfigError(f"features are for {features.sample_rate} Hz but data.sample_rate is "
+                          f"{data.sample_rate}")
+    local = getattr(model, "local_channels", 0)
+    if data.conditioning == "none" and local:
+        raise ConfigError("model.local_channels > 0 but data.conditioning is none")
+    if data.conditioning == "mel":
+        if features is None:
+            raise ConfigError("data.conditioning mel needs a features section")
+        if local != features.n_mels or model.hop_length != features.hop_length:
+            raise ConfigError(f"mel conditioning: model.local_channels/hop_length ({local}/"
+                              f"{model.hop_length}) must equal features n_mels/hop_length "
+                              f"({features.n_mels}/{features.hop_length})")
+    if data.conditioning == "roll":
+        from wavegen.data.midi import PianoRollConfig
+        channels = PianoRollConfig(data.sample_rate, data.hop_length).num_channels
+        if local != channels or model.hop_length != data.hop_length:
+            raise ConfigError(f"roll conditioning: model.local_channels/hop_length ({local}/"
+                              f"{model.hop_length}) must equal the piano roll's "
+                              f"{channels}/{data.hop_length}")
+    hop = features.hop_length if data.conditioning == "mel" else data.hop_length
+    if data.conditioning != "none" and data.crop_samples % hop:
+        raise ConfigError(f"data.crop_samples ({data.crop_samples}) must be a multiple of the hop ({hop})")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["train.steps=100", ...]`` applied to a raw recipe dict (values parsed as YAML)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return recipe_from_dict(raw)
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    if not isinstance(raw, dict):
+        raise ConfigError("a recipe must be a mapping")
+    return from_dict(Recipe, raw, "recipe")

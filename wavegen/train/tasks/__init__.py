@@ -1,0 +1,1 @@
+"""Training objectives: each task says what to optimise and how to validate."""

@@ -1,0 +1,52 @@
+"""The contract between the trainer and a training objective.
+
+A task owns the model(s). It names its optimisers and, for each, an :class:`Objective`: an
+``nn.Module`` whose ``forward(batch)`` returns ``(loss, metrics)`` plus the parameters that
+optimiser updates. Putting the loss inside ``forward`` lets the trainer wrap objectives in
+DistributedDataParallel, whose gradient synchronisation hooks into ``forward``. The trainer
+does everything else: devices, mixed precision, accumulation, clipping, EMA, checkpoints,
+validation scheduling and logging.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Objective:
+    """``module(batch) -> (loss, {name: float})`` and the parameters its optimiser updates."""
+
+    module: nn.Module
+    parameters: list[nn.Parameter]
+
+
+class Task(abc.ABC):
+    """A training objective over one model (the one saved as the bundle)."""
+
+    #: The model saved in bundles (e.g. the generator of a GAN).
+    model: nn.Module
+    #: Validation metric (lower is better) that selects the ``best`` checkpoint.
+    validation_key: str = "loss"
+
+    @abc.abstractmethod
+    def objectives(self) -> dict[str, Objective]:
+        """Optimiser name -> objective, in the order they are stepped."""
+
+    @abc.abstractmethod
+    def validation_metrics(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Objective metrics of ``model`` (raw or EMA weights) on a validation batch."""
+
+    def make_samples(self, model: nn.Module, batch: dict[str, torch.Tensor], out_dir: Path,
+                     seconds: float, sample_rate: int) -> dict[str, float]:
+        """Generate audio for listening (files in ``out_dir``); return objective metrics."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,353 @@
+"""The trainer every model family uses: one loop, any task, laptop CPU to many GPUs.
+
+Per optimiser step: ``accumulate`` micro-batches are run through every objective of the task
+under autocast (bf16, or fp16 with dynamic loss scaling) and back-propagated (DDP's gradient
+sync only on the last micro-batch); then each optimiser unscales, clips, steps and its LR
+schedule advances, and the EMA is updated.
+
+Checkpoints are model bundles (see :mod:`wavegen.checkpoint`) under
+``OUT/checkpoints/step-NNNNNNN`` with the training state inside, written atomically; the
+file ``OUT/checkpoints/latest`` names the newest complete one, the last ``keep_last`` are
+kept, and the one with the best validation loss is copied to ``OUT/checkpoints/best``.
+``resume=True`` restores weights, EMA, optimisers, schedules, loss scaler, step, RNG state and
+the data position, so an interrupted run continues exactly as if it had not stopped (bitwise
+on the CPU). Validation and sampling run on a forked RNG so they never shift the training
+random stream.
+
+Logs: ``OUT/log.csv`` (step, kind, name, value), TensorBoard event files when
+``torch.utils.tensorboard`` imports, and a tqdm bar with the loss and throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wavegen.checkpoint import (BundleInfo, load_training_state, load_weights, save_bundle,
+                                EMA_FILE, MODEL_FILE)
+from wavegen.errors import CheckpointError, ConfigError
+from wavegen.train.config import TrainConfig
+from wavegen.train.data_plan import DataPlan
+from wavegen.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_environment
+from wavegen.train.ema import EMA
+from wavegen.train.schedules import lr_factor
+from wavegen.train.tasks.base import Task
+from wavegen.utils.atomic import atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+BEST = "best"
+
+
+def pick_device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class _Logger:
+    """CSV (always) and TensorBoard (when available) scalar logging, rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.writer = None
+        self.path = out_dir / "log.csv"
+        if not enabled:
+            return
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="")
+        self.csv = csv.writer(self.file)
+        if new:
+            self.csv.writerow(["step", "kind", "name", "value", "wall_time"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.writer = None
+
+    def log(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        for name, value in sorted(values.items()):
+            self.csv.writerow([step, kind, name, f"{value:.6g}", f"{now:.3f}"])
+            if self.writer is not None:
+                self.writer.add_scalar(f"{kind}/{name}", value, step)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+class Trainer:
+    """Trains ``task`` on ``train_set``, validating on ``val_set``, writing into ``out_dir``.
+
+    Args:
+        task: the objective (owns the model).
+        train_set, val_set: datasets of dict items (see :mod:`wavegen.data`); ``set_epoch``
+            is called when present.
+        config: the ``train:`` section.
+        out_dir: run directory (checkpoints, logs, samples).
+        info: what the bundles record about the model (family, config, features, rate).
+        recipe: the resolved recipe, stored with every checkpoint for reproducibility.
+    """
+
+    def __init__(self, task: Task, train_set, val_set, config: TrainConfig, out_dir: str | os.PathLike,
+                 info: BundleInfo, recipe: dict[str, Any] | None = None,
+                 dist_info: DistInfo | None = None, progress: bool = True):
+        self.task = task
+        self.train_set = train_set
+        self.val_set = val_set
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.info = info
+        self.recipe = recipe or {}
+        self.device = pick_device(config)
+        self.dist = dist_info or init_from_environment(self.device.type)
+        self.progress = progress and self.dist.is_main
+        self.plan = DataPlan(len(train_set), config.batch_size, config.accumulate,
+                             self.dist.world_size, self.dist.rank, config.seed)
+        task.model.to(self.device)
+        self.objectives = task.objectives()
+        self.wrapped = {name: self._wrap(obj.module) for name, obj in self.objectives.items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(obj.parameters, lr=config.lr, betas=config.betas,
+                                    weight_decay=config.weight_decay)
+            for name, obj in self.objectives.items()}
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s))
+            for name, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.ema = EMA(task.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.step = 0
+        self.best = math.inf
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        module.to(self.device)
+        if not self.dist.enabled:
+            return module
+        ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def _autocast(self):
+        if self.config.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _loader(self, dataset, batches, workers: int) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                          pin_memory=self.device.type == "cuda")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINTS
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train until ``config.steps``; returns the last validation metrics."""
+        c = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        elif self.dist.is_main and (self.checkpoint_dir / LATEST).exists():
+            raise CheckpointError(f"{self.out_dir} already holds a run; pass --resume to continue "
+                                  f"it or choose another --out")
+        logger = _Logger(self.out_dir, self.dist.is_main)
+        bar = tqdm(total=c.steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True)
+        last_val: dict[str, float] = {}
+        start_time = time.perf_counter()
+        window_time, window_items, window_metrics = time.perf_counter(), 0, {}
+        try:
+            while self.step < c.steps:
+                epoch, in_epoch = self.plan.position(self.step)
+                if hasattr(self.train_set, "set_epoch"):
+                    self.train_set.set_epoch(epoch)
+                batches = list(self.plan.micro_batches(epoch, in_epoch))
+                iterator = iter(self._loader(self.train_set, batches, c.num_workers))
+                for _ in range(in_epoch, self.plan.steps_per_epoch):
+                    if self.step >= c.steps:
+                        break
+                    metrics = self._train_step(iterator)
+                    self.step += 1
+                    window_items += c.batch_size
+                    for k, v in metrics.items():
+                        window_metrics[k] = window_metrics.get(k, 0.0) + v
+                    bar.update(1)
+                    if self.step % c.log_every == 0 or self.step == c.steps:
+                        elapsed = time.perf_counter() - window_time
+                        steps_in_window = window_items // c.batch_size
+                        averaged = {k: v / steps_in_window for k, v in window_metrics.items()}
+                        averaged = all_reduce_mean(averaged, self.dist)
+                        averaged["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
+                        averaged["items_per_s"] = window_items / max(elapsed, 1e-9)
+                        logger.log(self.step, "train", averaged)
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in averaged.items()
+                                         if k in ("nll", "loss", "items_per_s")})
+                        window_time, window_items, window_metrics = time.perf_counter(), 0, {}
+                    if self.step % c.val_every == 0 or self.step == c.steps:
+                        last_val = self._validate()
+                        logger.log(self.step, "val", last_val)
+                    if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                        self._checkpoint(last_val)
+        finally:
+            bar.close()
+            logger.close()
+        if self.dist.is_main and self.progress:
+            seconds = time.perf_counter() - start_time
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last_val.items()))
+            print(f"trained to step {self.step} in {seconds:.1f} s; validation: {shown}")
+        return last_val
+
+    def _train_step(self, iterator) -> dict[str, float]:
+        c = self.config
+        totals: dict[str, float] = {}
+        for name in self.optimizers:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        for micro in range(c.accumulate):
+            batch = to_device(next(iterator), self.device)
+            last = micro == c.accumulate - 1
+            for name, module in self.wrapped.items():
+                sync = contextlib.nullcontext() if last or not self.dist.enabled else module.no_sync()
+                with sync:
+                    with self._autocast():
+                        loss, metrics = module(batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite {name} loss at step {self.step + 1}")
+                    self.scaler.scale(loss.float() / c.accumulate).backward()
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v / c.accumulate
+        for name, optimizer in self.optimizers.items():
+            self.scaler.unscale_(optimizer)
+            if c.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.objectives[name].parameters, c.grad_clip)
+                totals[f"grad_norm_{name}"] = float(norm)
+            self.scaler.step(optimizer)
+            self.schedulers[name].step()
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
+        return totals
+
+    # ------------------------------------------------------------------ validation
+    def _eval_model(self) -> torch.nn.Module:
+        if self.ema is None:
+            return self.task.model
+        model = copy.deepcopy(self.task.model)
+        self.ema.copy_to(model)
+        return model
+
+    def _validate(self) -> dict[str, float]:
+        c = self.config
+        metrics: dict[str, float] = {}
+        if self.dist.is_main and self.val_set is not None and len(self.val_set) > 0:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                model = self._eval_model()
+                was_training = model.training
+                model.eval()
+                micro = c.batch_size // c.accumulate
+                count = min(c.val_batches, math.ceil(len(self.val_set) / micro))
+                indices = [list(range(i * micro, min((i + 1) * micro, len(self.val_set))))
+                           for i in range(count)]
+                if hasattr(self.val_set, "set_epoch"):
+                    self.val_set.set_epoch(0)
+                sums: dict[str, float] = {}
+                first = None
+                for batch in self._loader(self.val_set, indices, 0):
+                    batch = to_device(batch, self.device)
+                    first = first or batch
+                    for k, v in self.task.validation_metrics(model, batch).items():
+                        sums[k] = sums.get(k, 0.0) + v / count
+                metrics.update(sums)
+                if c.sample_seconds > 0 and first is not None:
+                    out = self.out_dir / "samples" / f"step-{self.step:07d}"
+                    metrics.update(self.task.make_samples(model, first, out, c.sample_seconds,
+                                                          self.info.sample_rate))
+                model.train(was_training)
+        barrier(self.dist)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def _training_state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "best": self.best,
+            "world_size": self.dist.world_size,
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _checkpoint(self, val_metrics: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            barrier(self.dist)
+            return
+        info = copy.copy(self.info)
+        info.extra = {**info.extra, "step": self.step, "recipe": self.recipe}
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        name = f"step-{self.step:07d}"
+        path = save_bundle(self.checkpoint_dir / name, self.task.model, info, ema_state=ema_state,
+                           training_state=self._training_state(), replace=True)
+        atomic_write_text(self.checkpoint_dir / LATEST, name + "\n")
+        loss = val_metrics.get(self.task.validation_key)
+        if loss is not None and loss < self.best:
+            self.best = loss
+            save_bundle(self.checkpoint_dir / BEST, self.task.model, info, ema_state=ema_state,
+                        replace=True)
+        kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
+        for old in kept[:-self.config.keep_last]:
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier(self.dist)
+
+    def _resume(self) -> None:
+        pointer = self.checkpoint_dir / LATEST
+        if not pointer.is_file():
+            raise CheckpointError(f"{self.out_dir}: nothing to resume (no {CHECKPOINTS}/{LATEST})")
+        path = self.checkpoint_dir / pointer.read_text().strip()
+        state = load_training_state(path)
+        if state.get("world_size", 1) != self.dist.world_size:
+            # The data plan shards by world size; another size would change the batches.
+            raise CheckpointError(f"{path}: saved with {state.get('world_size')} processes, "
+                                  f"resumed with {self.dist.world_size}")
+        load_weights(self.task.model, path / MODEL_FILE)
+        if self.ema is not None:
+            from safetensors.torch import load_file
+            self.ema.load_shadow(load_file(str(path / EMA_FILE)))
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step = int(state["step"])
+        self.best = float(state["best"])
