@@ -154,12 +154,14 @@ class ResidualLayer(nn.Module):
     """Dilated causal conv -> (+ conditioning) -> tanh * sigmoid -> residual and skip 1x1."""
 
     def __init__(self, residual: int, gate: int, skip: int, kernel_size: int, dilation: int,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, has_residual: bool = True):
         super().__init__()
         self.gate_channels = gate
         self.dropout = dropout
         self.conv = CausalConv1d(residual, 2 * gate, kernel_size, dilation)
-        self.residual = nn.Conv1d(gate, residual, 1)
+        # The last layer feeds only the skip path: a residual conv there would be dead
+        # weight (and parameters without gradients, which DDP rightly refuses).
+        self.residual = nn.Conv1d(gate, residual, 1) if has_residual else None
         self.skip = nn.Conv1d(gate, skip, 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +171,8 @@ class ResidualLayer(nn.Module):
             h = h + cond
         a, b = h.split(self.gate_channels, dim=1)
         z = torch.tanh(a) * torch.sigmoid(b)
-        return x + self.residual(z), self.skip(z)
+        out = x if self.residual is None else x + self.residual(z)
+        return out, self.skip(z)
 
     def step(self, x_t: torch.Tensor, buffer: ConvBuffer,
              cond_t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,9 +182,10 @@ class ResidualLayer(nn.Module):
             h = h + cond_t
         a, b = h.split(self.gate_channels, dim=1)
         z = torch.tanh(a) * torch.sigmoid(b)
-        res = F.linear(z, self.residual.weight[..., 0], self.residual.bias)
         skip = F.linear(z, self.skip.weight[..., 0], self.skip.bias)
-        return x_t + res, skip
+        if self.residual is None:
+            return x_t, skip
+        return x_t + F.linear(z, self.residual.weight[..., 0], self.residual.bias), skip
 
 
 @dataclass
@@ -214,9 +218,10 @@ class WaveNet(nn.Module):
             self.input = nn.Embedding(c.num_classes, c.residual_channels)
         else:
             self.input = nn.Conv1d(1, c.residual_channels, 1)
+        last = c.num_layers - 1
         self.layers = nn.ModuleList(
             ResidualLayer(c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size,
-                          d, c.dropout) for d in c.dilations)
+                          d, c.dropout, has_residual=i < last) for i, d in enumerate(c.dilations))
         cond_width = c.num_layers * 2 * c.gate_channels
         if c.global_classes > 0:
             self.global_embedding = nn.Embedding(c.global_classes, c.global_dim)
