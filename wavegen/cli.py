@@ -463,3 +463,48 @@ register(Command(
     add_arguments=_add_doctor_arguments,
     run=_run_doctor,
 ))
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="corpus folder to create (new, empty, or prepared by wavegen)")
+    parser.add_argument("--midi", metavar="DIR", default=None,
+                        help="render every *.mid / *.midi under this folder (recursive)")
+    parser.add_argument("--generate", metavar="N", type=int, default=0,
+                        help="also generate N piano performances (default: 0)")
+    parser.add_argument("--seconds", metavar="S", type=float, default=30.0,
+                        help="length of each generated performance (default: 30)")
+    parser.add_argument("--sample-rate", metavar="SR", type=int, default=16000,
+                        help="audio sample rate in Hz (default: 16000)")
+    parser.add_argument("--soundfont", metavar="SF2", default=None,
+                        help="render with FluidSynth and this soundfont (needs pyfluidsynth) "
+                             "instead of wavegen's built-in piano synthesiser")
+    parser.add_argument("--seed", metavar="N", type=int, default=0,
+                        help="seed of the generated pieces and of the split assignment")
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    if args.midi is None and args.generate == 0:
+        raise UsageError("nothing to prepare: give --midi DIR and/or --generate N")
+    from wavegen.data.prepare import prepare_corpus
+
+    def report_skip(path: str, reason: str) -> None:
+        print(f"{PROG}: warning: skipped {path}: {reason}", file=sys.stderr, flush=True)
+
+    result = prepare_corpus(args.out_dir, midi_dir=args.midi, num_generated=args.generate,
+                            seconds=args.seconds, sample_rate=args.sample_rate,
+                            soundfont=args.soundfont, seed=args.seed,
+                            progress=sys.stderr.isatty(), on_skip=report_skip)
+    print(result.summary())
+    return 0
+
+
+register(Command(
+    name="prepare",
+    help="build a MAESTRO v3-format corpus (audio + MIDI) from MIDI files or generated pieces",
+    add_arguments=_add_prepare_arguments,
+    run=_run_prepare,
+))
