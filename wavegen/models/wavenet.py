@@ -313,17 +313,21 @@ class WaveNet(nn.Module):
             global_out = None if global_out is None else global_out * keep[:, None]
         return local_out, global_out
 
-    def _layer_cond(self, local: torch.Tensor | None, global_: torch.Tensor | None,
-                    index: int) -> torch.Tensor | None:
+    def _layer_conds(self, local: torch.Tensor | None,
+                     global_: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Per-layer conditioning ``[B, 2G, T]`` (or ``[B, 2G, 1]``), one entry per layer.
+
+        One ``split`` rather than a slice per layer: each slice's backward would allocate
+        and fill a zero tensor the size of all layers' conditioning (O(layers^2) traffic).
+        """
         width = 2 * self.config.gate_channels
-        parts = []
-        if local is not None:
-            parts.append(local[:, index * width:(index + 1) * width])
-        if global_ is not None:
-            parts.append(global_[:, index * width:(index + 1) * width, None])
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        count = self.config.num_layers
+        locals_ = local.split(width, dim=1) if local is not None else [None] * count
+        globals_ = global_[..., None].split(width, dim=1) if global_ is not None else [None] * count
+        out = []
+        for lc, gc in zip(locals_, globals_):
+            out.append(gc if lc is None else (lc if gc is None else lc + gc))
+        return out
 
     def _training_drop(self, batch: int, device) -> torch.Tensor | None:
         p = self.config.cond_dropout
@@ -361,10 +365,10 @@ class WaveNet(nn.Module):
         x = self._embed(inputs)
         skips = 0
         layer_inputs = []
-        for i, layer in enumerate(self.layers):
+        for layer, cond in zip(self.layers, self._layer_conds(local_c, global_c)):
             if return_layer_inputs:
                 layer_inputs.append(x)
-            x, skip = layer(x, self._layer_cond(local_c, global_c, i))
+            x, skip = layer(x, cond)
             skips = skips + skip
         params = self.output(skips)
         return (params, layer_inputs) if return_layer_inputs else params
