@@ -35,6 +35,8 @@ test: install
 
 bench: install
 	$(PY) scripts/bench_spectral.py
+	$(PY) scripts/bench_wavenet_sampling.py
+	$(PY) scripts/bench_dataloader.py
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache .hypothesis build *.egg-info
