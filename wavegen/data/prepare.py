@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from wavegen.audio.io import save_audio
+from wavegen.data.maestro import MAESTRO_COLUMNS, MaestroEntry
 from wavegen.data.midi import load_midi, performed_notes
 from wavegen.data.performance import STYLES, generate_performance
 from wavegen.errors import DataError, UsageError
@@ -68,8 +69,7 @@ __all__ = [
 CSV_NAME = "maestro-v3.0.0.csv"
 JSON_NAME = "maestro-v3.0.0.json"
 MARKER_NAME = ".wavegen-corpus.json"
-METADATA_COLUMNS = ("canonical_composer", "canonical_title", "split", "year",
-                    "midi_filename", "audio_filename", "duration")
+METADATA_COLUMNS = MAESTRO_COLUMNS  # the MAESTRO v3 columns, in MAESTRO's order
 SPLIT_NAMES = ("train", "validation", "test")
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -81,16 +81,9 @@ _UNKNOWN_COMPOSER = "Unknown"
 
 
 @dataclasses.dataclass(frozen=True)
-class PreparedPiece:
+class PreparedPiece(MaestroEntry):
     """One row of the metadata; ``source`` is the input MIDI path, or None when generated."""
 
-    canonical_composer: str
-    canonical_title: str
-    split: str
-    year: int
-    midi_filename: str
-    audio_filename: str
-    duration: float
     source: str | None = None
 
     def row(self) -> dict[str, object]:
