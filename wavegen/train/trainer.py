@@ -1,9 +1,11 @@
 """The trainer every model family uses: one loop, any task, laptop CPU to many GPUs.
 
-Per optimiser step: ``accumulate`` micro-batches are run through every objective of the task
-under autocast (bf16, or fp16 with dynamic loss scaling) and back-propagated (DDP's gradient
-sync only on the last micro-batch); then each optimiser unscales, clips, steps and its LR
-schedule advances, and the EMA is updated.
+Per optimiser step, for each objective of the task in order (e.g. discriminator, then
+generator) that its update schedule makes active: the step's ``accumulate`` micro-batches
+are run through it under autocast (bf16, or fp16 with dynamic loss scaling) and
+back-propagated (DDP's gradient sync only on the last micro-batch); then its optimiser
+unscales, clips and steps and its LR schedule advances. Finally the loss scale and the EMA
+are updated.
 
 Checkpoints are model bundles (see :mod:`wavegen.checkpoint`) under
 ``OUT/checkpoints/step-NNNNNNN`` with the training state inside, written atomically; the
@@ -223,14 +225,17 @@ class Trainer:
         return last_val
 
     def _train_step(self, iterator) -> dict[str, float]:
+        """One optimiser step of every active objective, in order, on the same micro-batches."""
         c = self.config
         totals: dict[str, float] = {}
-        for name in self.optimizers:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        for micro in range(c.accumulate):
-            batch = to_device(next(iterator), self.device)
-            last = micro == c.accumulate - 1
-            for name, module in self.wrapped.items():
+        micro_batches = [to_device(next(iterator), self.device) for _ in range(c.accumulate)]
+        for name, objective in self.objectives.items():
+            if not objective.active(self.step):
+                continue
+            module, optimizer = self.wrapped[name], self.optimizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            for micro, batch in enumerate(micro_batches):
+                last = micro == c.accumulate - 1
                 sync = contextlib.nullcontext() if last or not self.dist.enabled else module.no_sync()
                 with sync:
                     with self._autocast():
@@ -240,10 +245,9 @@ class Trainer:
                     self.scaler.scale(loss.float() / c.accumulate).backward()
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v / c.accumulate
-        for name, optimizer in self.optimizers.items():
             self.scaler.unscale_(optimizer)
             if c.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.objectives[name].parameters, c.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(objective.parameters, c.grad_clip)
                 totals[f"grad_norm_{name}"] = float(norm)
             self.scaler.step(optimizer)
             self.schedulers[name].step()

@@ -21,10 +21,24 @@ from torch import nn
 
 @dataclass
 class Objective:
-    """``module(batch) -> (loss, {name: float})`` and the parameters its optimiser updates."""
+    """``module(batch) -> (loss, {name: float})`` and the parameters its optimiser updates.
+
+    Objectives are stepped one after the other, in the task's order: all micro-batches of
+    one objective are back-propagated and its optimiser steps before the next objective's
+    loss is computed (a GAN's generator loss then sees the discriminator just updated).
+    ``start_step`` and ``every`` give the update schedule: the objective trains at optimiser
+    steps ``start_step, start_step + every, ...`` (e.g. a discriminator that starts late or
+    is updated every other step); its LR schedule counts its own updates.
+    """
 
     module: nn.Module
     parameters: list[nn.Parameter]
+    start_step: int = 0
+    every: int = 1
+
+    def active(self, step: int) -> bool:
+        """Whether this objective trains at (0-based) optimiser step ``step``."""
+        return step >= self.start_step and (step - self.start_step) % self.every == 0
 
 
 class Task(abc.ABC):
