@@ -1,0 +1,121 @@
+"""`wavegen sample`: audio from a trained sample-level model bundle.
+
+The conditioning a bundle needs is read from the recipe stored in it:
+
+* ``roll`` (MIDI-conditioned): ``--midi FILE`` is turned into the same piano roll the
+  model was trained on (rate, hop, channels);
+* ``mel``: ``--wav FILE`` (copy synthesis: analysed with the bundle's own FeatureConfig) or
+  ``--mel FILE.npy`` (``[n_mels, frames]``, checked against the bundle's features);
+* none: ``--seconds`` of free-running audio, optionally continuing ``--prompt WAV``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.audio.io import load_audio
+from wavegen.checkpoint import BundleInfo, load_bundle
+from wavegen.errors import FeatureMismatchError, UsageError
+from wavegen.sampling import GenerationResult, SamplingOptions, generate
+
+
+@dataclass
+class SampleRequest:
+    """What to generate (paths and seconds as the user gave them)."""
+
+    seconds: float | None = None
+    midi: str | None = None
+    wav: str | None = None
+    mel: str | None = None
+    prompt: str | None = None
+
+
+def conditioning_kind(info: BundleInfo) -> str:
+    """``none``, ``mel`` or ``roll``, from the recipe stored in the bundle."""
+    recipe = info.extra.get("recipe") or {}
+    kind = (recipe.get("data") or {}).get("conditioning")
+    if kind is None:
+        kind = "none" if not getattr(info.model_config, "local_channels", 0) else "unknown"
+    return kind
+
+
+def _frames_for(seconds: float | None, available: int, hop: int, sample_rate: int) -> int:
+    if seconds is None:
+        return available
+    return max(1, min(available, math.ceil(seconds * sample_rate / hop)))
+
+
+def build_conditioning(info: BundleInfo, request: SampleRequest) -> tuple[torch.Tensor | None, int | None]:
+    """(local conditioning ``[1, C, frames]`` or None, samples to generate or None)."""
+    kind = conditioning_kind(info)
+    config = info.model_config
+    given = [name for name in ("midi", "wav", "mel") if getattr(request, name)]
+    wanted = {"none": [], "roll": ["midi"], "mel": ["wav", "mel"]}.get(kind)
+    if wanted is None:
+        raise UsageError(f"{info.path}: cannot tell what this model is conditioned on")
+    if kind == "none":
+        if given:
+            raise UsageError(f"this model is unconditional: --{given[0]} is not used")
+        if request.seconds is None:
+            raise UsageError("give --seconds for an unconditional model")
+        return None, max(1, round(request.seconds * info.sample_rate))
+    if len(given) != 1 or given[0] not in wanted:
+        raise UsageError(f"this model is {kind}-conditioned: give "
+                         f"{' or '.join('--' + w for w in wanted)}")
+    hop = config.hop_length
+    if kind == "roll":
+        from wavegen.data.midi import PianoRollConfig, load_midi, piano_roll
+
+        roll_config = PianoRollConfig(info.sample_rate, hop)
+        if roll_config.num_channels != config.local_channels:
+            raise FeatureMismatchError(f"the model expects {config.local_channels} conditioning "
+                                       f"channels, the piano roll has {roll_config.num_channels}")
+        midi = load_midi(request.midi)
+        available = max(1, math.ceil(midi.get_end_time() * info.sample_rate / hop))
+        frames = _frames_for(request.seconds, available, hop, info.sample_rate)
+        return piano_roll(midi, roll_config, num_frames=frames)[None], None
+    features = info.features
+    if features is None:
+        raise UsageError(f"{info.path}: a mel-conditioned bundle without a FeatureConfig")
+    if request.mel:
+        try:
+            mel = torch.from_numpy(np.load(request.mel).astype(np.float32))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{request.mel}: not a readable .npy array ({exc})") from None
+        if mel.dim() != 2 or mel.shape[0] != features.n_mels:
+            raise FeatureMismatchError(
+                f"{request.mel}: shape {tuple(mel.shape)} does not match the model's features "
+                f"[{features.n_mels}, frames] (preset {features.name})")
+    else:
+        from wavegen.audio.spectral import LogMelSpectrogram
+
+        audio, _ = load_audio(request.wav, sample_rate=info.sample_rate, mono=True)
+        usable = (audio.shape[-1] // hop) * hop
+        if usable < features.n_fft:
+            raise UsageError(f"{request.wav}: too short to analyse")
+        with torch.no_grad():
+            mel = LogMelSpectrogram(features)(audio[:, :usable])
+    frames = _frames_for(request.seconds, mel.shape[-1], hop, info.sample_rate)
+    return mel[None, :, :frames], None
+
+
+def sample_bundle(bundle: str | Path, request: SampleRequest, options: SamplingOptions,
+                  use_ema: bool = True) -> tuple[GenerationResult, BundleInfo]:
+    """Load ``bundle`` and generate according to ``request``."""
+    model, info = load_bundle(bundle, use_ema=use_ema)
+    if not hasattr(model, "step"):
+        raise UsageError(f"{bundle}: family {info.family} is not a sample-level model")
+    local, length = build_conditioning(info, request)
+    prompt = None
+    if request.prompt:
+        audio, _ = load_audio(request.prompt, sample_rate=info.sample_rate, mono=True)
+        prompt = audio[None]
+        if local is not None:
+            raise UsageError("--prompt is only for unconditional models")
+    result = generate(model, length, local=local, prompt=prompt, options=options)
+    return result, info
