@@ -99,7 +99,7 @@ def build_conditioning(info: BundleInfo, request: SampleRequest) -> tuple[torch.
         if usable < features.n_fft:
             raise UsageError(f"{request.wav}: too short to analyse")
         with torch.no_grad():
-            mel = LogMelSpectrogram(features)(audio[:, :usable])
+            mel = LogMelSpectrogram(features)(audio[0, :usable])  # [n_mels, frames]
     frames = _frames_for(request.seconds, mel.shape[-1], hop, info.sample_rate)
     return mel[None, :, :frames], None
 
