@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from wavegen.audio.signals import chord, sweep
-from wavegen.audio.features import FeatureConfig, get_preset
+from wavegen.audio.features import get_preset
 from wavegen.audio.losses import (PWG_RESOLUTIONS, MelL1Loss, MultiResolutionSTFTLoss,
                                   SpectralLoss, STFTLoss)
-from wavegen.audio.spectral import STFT, LogMelSpectrogram, magnitude
+from wavegen.audio.spectral import LogMelSpectrogram
 from wavegen.errors import UsageError
 
 SR = 16000
