@@ -74,8 +74,13 @@ def _state_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def save_bundle(path: str | os.PathLike, model: nn.Module, info: BundleInfo, *,
                 ema_state: dict[str, torch.Tensor] | None = None,
-                training_state: dict[str, Any] | None = None, replace: bool = False) -> Path:
+                training_state: dict[str, Any] | None = None, replace: bool = False,
+                auxiliary: dict[str, nn.Module] | None = None) -> Path:
     """Write ``model`` (and optional EMA weights / training state) as a bundle at ``path``.
+
+    ``auxiliary`` modules that are trained but are not the model (a GAN's discriminators)
+    are saved beside it as ``NAME.safetensors`` (see :func:`auxiliary_file`), so a run can
+    be resumed or fine-tuned with them.
 
     With ``replace`` an existing bundle at ``path`` is swapped out atomically; otherwise an
     existing path is a CheckpointError.
@@ -92,6 +97,8 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, info: BundleInfo, *,
                   metadata={"family": info.family, "wavegen_version": wavegen.__version__})
         if ema_state is not None:
             save_file(_state_for_saving(ema_state), str(tmp / EMA_FILE))
+        for name, module in (auxiliary or {}).items():
+            save_file(_state_for_saving(module.state_dict()), str(tmp / auxiliary_file(name)))
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
         for name in os.listdir(tmp):
@@ -110,6 +117,13 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, info: BundleInfo, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def auxiliary_file(name: str) -> str:
+    """File name of the auxiliary module ``name`` inside a bundle."""
+    if not name.isidentifier() or name in ("model", "ema"):
+        raise CheckpointError(f"bad auxiliary module name {name!r}")
+    return f"{name}.safetensors"
 
 
 def read_bundle_info(path: str | os.PathLike) -> BundleInfo:

@@ -50,3 +50,7 @@ class CheckpointError(WavegenError):
 
 class DataError(WavegenError):
     """A dataset input (MIDI file, corpus folder, metadata) is missing, corrupt or unusable."""
+
+
+class KernelUnavailableError(WavegenError):
+    """A fast sampling backend cannot be built, loaded or used here (``auto`` falls back)."""

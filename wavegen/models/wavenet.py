@@ -263,22 +263,18 @@ class WaveNet(nn.Module):
             return self.input(inputs)
         return inputs.to(self.input.weight.dtype)[:, None] * self.input.weight[:, 0, 0] + self.input.bias
 
-    def conditioning(self, length: int, batch: int, local: torch.Tensor | None = None,
-                     global_cond: torch.Tensor | None = None,
-                     drop: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Projected conditioning for all layers.
+    def conditioning_features(self, length: int, batch: int, local: torch.Tensor | None = None,
+                              global_cond: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Checked conditioning before the per-layer local projection.
 
-        Args:
-            length: audio samples the conditioning must cover.
-            local: ``[B, local_channels, frames]`` with ``frames * hop == length``.
-            global_cond: ``[B]`` class indices, or ``[B, global_dim]`` vectors.
-            drop: ``[B]`` bool, True where conditioning is dropped (classifier-free guidance).
-
-        Returns:
-            ``local`` ``[B, L * 2G, length]`` and ``global`` ``[B, L * 2G]`` (each None if unused).
+        Returns the upsampled local features ``[B, local_channels, length]`` (the 1x1
+        projection to ``L * 2G`` channels is pointwise in time, so callers may apply
+        ``local_projection`` to any slice) and the projected global conditioning
+        ``[B, L * 2G]`` (each None if unused). Arguments as in :meth:`conditioning`.
         """
         c = self.config
-        local_out = global_out = None
+        upsampled = global_out = None
         if c.has_local:
             if local is None:
                 raise UsageError("this WaveNet is locally conditioned: pass local features")
@@ -289,7 +285,7 @@ class WaveNet(nn.Module):
                 raise UsageError(f"{local.shape[-1]} conditioning frames x hop {c.hop_length} = "
                                  f"{local.shape[-1] * c.hop_length} samples, but the audio has "
                                  f"{length}: features and audio must cover the same samples")
-            local_out = self.local_projection(self.upsampler(local.to(self.input.weight.dtype)))
+            upsampled = self.upsampler(local.to(self.input.weight.dtype))
         elif local is not None:
             raise UsageError("this WaveNet has no local conditioning (local_channels = 0)")
         if c.has_global:
@@ -307,6 +303,24 @@ class WaveNet(nn.Module):
             global_out = self.global_projection(vector)
         elif global_cond is not None:
             raise UsageError("this WaveNet has no global conditioning (global_dim = 0)")
+        return upsampled, global_out
+
+    def conditioning(self, length: int, batch: int, local: torch.Tensor | None = None,
+                     global_cond: torch.Tensor | None = None,
+                     drop: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Projected conditioning for all layers.
+
+        Args:
+            length: audio samples the conditioning must cover.
+            local: ``[B, local_channels, frames]`` with ``frames * hop == length``.
+            global_cond: ``[B]`` class indices, or ``[B, global_dim]`` vectors.
+            drop: ``[B]`` bool, True where conditioning is dropped (classifier-free guidance).
+
+        Returns:
+            ``local`` ``[B, L * 2G, length]`` and ``global`` ``[B, L * 2G]`` (each None if unused).
+        """
+        upsampled, global_out = self.conditioning_features(length, batch, local, global_cond)
+        local_out = None if upsampled is None else self.local_projection(upsampled)
         if drop is not None:
             keep = (~drop).to(self.input.weight.dtype)
             local_out = None if local_out is None else local_out * keep[:, None, None]

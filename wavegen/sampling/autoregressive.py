@@ -170,7 +170,8 @@ def _prepare(model, batch: int, num_samples: int | None, local, prompt):
 def generate(model, num_samples: int | None = None, *, batch: int = 1,
              local: torch.Tensor | None = None, global_cond: torch.Tensor | None = None,
              prompt: torch.Tensor | None = None, options: SamplingOptions | None = None,
-             uniforms: torch.Tensor | None = None, naive: bool = False) -> GenerationResult:
+             uniforms: torch.Tensor | None = None, naive: bool = False,
+             backend: str = "reference") -> GenerationResult:
     """Generate ``num_samples`` new samples per batch item, one at a time.
 
     Args:
@@ -186,6 +187,10 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
             give the same samples on every backend.
         naive: recompute the receptive field at every step instead of using the cached
             per-layer buffers (slow; the reference for tests and benchmarks).
+        backend: sampling backend of :mod:`wavegen.kernels` (``"reference"``, ``"auto"``,
+            ``"cpu"``, ``"triton"``, ``"cudagraph"``, ``"cuda"``). The fast backends draw from
+            the same uniforms with the same rules; their NLL/entropy diagnostics come from
+            one teacher-forced pass over the result afterwards (not timed in ``seconds``).
 
     Returns:
         a :class:`GenerationResult`.
@@ -195,12 +200,13 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
     model.eval()
     try:
         return _generate(model, num_samples, batch, local, global_cond, prompt, options,
-                         uniforms, naive)
+                         uniforms, naive, backend)
     finally:
         model.train(was_training)
 
 
-def _generate(model, num_samples, batch, local, global_cond, prompt, options, uniforms, naive):
+def _generate(model, num_samples, batch, local, global_cond, prompt, options, uniforms, naive,
+              backend="reference"):
     head = model.head
     _check_options(head, options)
     for tensor in (local, global_cond, prompt):
@@ -213,14 +219,21 @@ def _generate(model, num_samples, batch, local, global_cond, prompt, options, un
     elif uniforms.shape != (batch, num_samples, head.num_uniforms):
         raise UsageError(f"uniforms must be [{batch}, {num_samples}, {head.num_uniforms}], "
                          f"got {tuple(uniforms.shape)}")
+    previous = prompt_targets[:, -1] if prompt_targets is not None else \
+        torch.full((batch,), model.silence_input(), device=device,
+                   dtype=torch.long if isinstance(head, Categorical) else torch.float32)
+    if backend != "reference" and not naive:
+        from wavegen.kernels import open_session
+
+        name, session = open_session(backend, model, batch, prompt_len + num_samples, local,
+                                     global_cond, prompt_targets, options)
+        if name != "reference":
+            return _generate_fast(model, session, previous, uniforms, options, local,
+                                  global_cond, prompt_targets)
     guided = options.cfg_gamma is not None
     stepper = (_NaiveStepper if naive else _CachedStepper)(
         model, batch, prompt_len + num_samples, local, global_cond, prompt_targets, guided)
     draw = _Draw(head, options)
-
-    previous = prompt_targets[:, -1] if prompt_targets is not None else \
-        torch.full((batch,), model.silence_input(), device=device,
-                   dtype=torch.long if isinstance(head, Categorical) else torch.float32)
     samples, nll_sum, entropy_sum = [], torch.zeros(batch), torch.zeros(batch)
     entropy_steps = 0
     start = time.perf_counter()
@@ -244,6 +257,79 @@ def _generate(model, num_samples, batch, local, global_cond, prompt, options, un
     audio = head.waveform_from_samples(stacked).float()[:, None, :]
     return GenerationResult(audio, stacked, nll_sum / num_samples,
                             entropy_sum / max(entropy_steps, 1), seconds)
+
+
+#: Samples per call into a fast session (progress-bar granularity).
+FAST_CHUNK = 4096
+
+
+def _generate_fast(model, session, previous, uniforms, options, local, global_cond,
+                   prompt_targets) -> GenerationResult:
+    """The loop on a fast backend's session; diagnostics from a teacher-forced pass."""
+    num_samples = uniforms.shape[1]
+    bar = tqdm(total=num_samples, disable=not options.progress, unit="sample",
+               unit_scale=True, leave=False)
+    pieces = []
+    start = time.perf_counter()
+    for t0 in range(0, num_samples, FAST_CHUNK):
+        piece = session.generate(previous, uniforms[:, t0:t0 + FAST_CHUNK], options.temperature)
+        pieces.append(piece)
+        previous = piece[:, -1]
+        bar.update(piece.shape[1])
+    bar.close()
+    seconds = time.perf_counter() - start
+    samples = torch.cat(pieces, dim=1)
+    nll, entropy = teacher_forced_diagnostics(model, samples, local, global_cond, prompt_targets)
+    audio = model.head.waveform_from_samples(samples).float()[:, None, :]
+    return GenerationResult(audio, samples, nll, entropy, seconds)
+
+
+@torch.no_grad()
+def teacher_forced_diagnostics(model, samples: torch.Tensor, local, global_cond,
+                               prompt_targets: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL and entropy ``[B]`` (nats) of generated ``samples`` ``[B, N]`` under the model.
+
+    The same quantities the reference loop accumulates while sampling (temperature 1, no
+    filtering; for the 16-bit heads the entropy over every 256th step), from full passes
+    over windows of the sequence, so memory stays bounded for long generations.
+    """
+    from wavegen.kernels.base import ConditioningStream
+    from wavegen.models.wavenet import shift_right
+
+    head = model.head
+    batch, count = samples.shape
+    known = prompt_targets.shape[-1] if prompt_targets is not None else 0
+    full = samples if prompt_targets is None else torch.cat(
+        [prompt_targets.to(samples.dtype), samples], dim=1)
+    inputs = shift_right(full, model.silence_input())
+    stream = ConditioningStream(model, batch, full.shape[-1], local, global_cond,
+                                model.input.weight.dtype)
+    context = model.receptive_field - 1
+    step = max(1024, stream.chunk_length())
+    nll_sum = torch.zeros(batch, dtype=torch.float64)
+    entropy_sum = torch.zeros(batch, dtype=torch.float64)
+    entropy_steps = 0
+    grid = not isinstance(head, Categorical)
+    for t0 in range(known, full.shape[-1], step):
+        t1 = min(t0 + step, full.shape[-1])
+        w0 = max(0, t0 - context)
+        cond = stream.chunk(w0, t1)
+        cond = None if cond is None else cond.transpose(1, 2)
+        params = model.run(inputs[:, w0:t1], cond, None)[..., t0 - w0:]
+        nll_sum -= head.log_prob(params, full[:, t0:t1]).double().sum(-1).cpu()
+        if not grid:
+            log_p = torch.log_softmax(params.float(), dim=1)
+            entropy = -torch.where(log_p > -float("inf"), log_p.exp() * log_p,
+                                   torch.zeros_like(log_p)).sum(1)
+            entropy_sum += entropy.double().sum(-1).cpu()
+            entropy_steps += t1 - t0
+            continue
+        first = -(-(t0 - known) // _Draw.grid_entropy_every) * _Draw.grid_entropy_every
+        for g in range(first, t1 - known, _Draw.grid_entropy_every):
+            entropy_sum += head.entropy(params[..., g + known - t0].float()).double().cpu()
+            entropy_steps += 1
+    return (nll_sum / count).float(), (entropy_sum / max(entropy_steps, 1)).float()
 
 
 class _CachedStepper:

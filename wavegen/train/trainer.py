@@ -37,8 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wavegen.checkpoint import (BundleInfo, load_training_state, load_weights, save_bundle,
-                                EMA_FILE, MODEL_FILE)
+from wavegen.checkpoint import (BundleInfo, auxiliary_file, load_training_state, load_weights,
+                                save_bundle, EMA_FILE, MODEL_FILE)
 from wavegen.errors import CheckpointError, ConfigError
 from wavegen.train.config import TrainConfig
 from wavegen.train.data_plan import DataPlan
@@ -131,11 +131,16 @@ class Trainer:
         self.plan = DataPlan(len(train_set), config.batch_size, config.accumulate,
                              self.dist.world_size, self.dist.rank, config.seed)
         task.model.to(self.device)
+        self.auxiliary = task.auxiliary_modules()
+        for module in self.auxiliary.values():
+            module.to(self.device)
         self.objectives = task.objectives()
-        self.wrapped = {name: self._wrap(obj.module) for name, obj in self.objectives.items()}
+        self.wrapped = {name: self._wrap(obj) for name, obj in self.objectives.items()}
         self.optimizers = {
-            name: torch.optim.AdamW(obj.parameters, lr=config.lr, betas=config.betas,
-                                    weight_decay=config.weight_decay)
+            name: torch.optim.AdamW(
+                obj.parameters, lr=config.lr if obj.lr is None else obj.lr,
+                betas=tuple(config.betas if obj.betas is None else obj.betas),
+                weight_decay=config.weight_decay if obj.weight_decay is None else obj.weight_decay)
             for name, obj in self.objectives.items()}
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s))
@@ -146,10 +151,18 @@ class Trainer:
         self.best = math.inf
 
     # ------------------------------------------------------------------ set-up helpers
-    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+    def _wrap(self, objective) -> torch.nn.Module:
+        module = objective.module
         module.to(self.device)
         if not self.dist.enabled:
             return module
+        # An objective's module may reach parameters it does not train (a GAN generator
+        # loss runs the discriminator, the discriminator loss holds the generator): DDP
+        # syncs only the objective's own, so the others neither block nor cost a reduction.
+        own = {id(p) for p in objective.parameters}
+        ignored = [name for name, p in module.named_parameters() if id(p) not in own]
+        if ignored:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
         ids = [self.dist.local_rank] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
 
@@ -229,6 +242,7 @@ class Trainer:
         c = self.config
         totals: dict[str, float] = {}
         micro_batches = [to_device(next(iterator), self.device) for _ in range(c.accumulate)]
+        self.task.set_step(self.step)
         for name, objective in self.objectives.items():
             if not objective.active(self.step):
                 continue
@@ -318,13 +332,14 @@ class Trainer:
         ema_state = self.ema.state_dict() if self.ema is not None else None
         name = f"step-{self.step:07d}"
         path = save_bundle(self.checkpoint_dir / name, self.task.model, info, ema_state=ema_state,
-                           training_state=self._training_state(), replace=True)
+                           training_state=self._training_state(), replace=True,
+                           auxiliary=self.auxiliary)
         atomic_write_text(self.checkpoint_dir / LATEST, name + "\n")
         loss = val_metrics.get(self.task.validation_key)
         if loss is not None and loss < self.best:
             self.best = loss
             save_bundle(self.checkpoint_dir / BEST, self.task.model, info, ema_state=ema_state,
-                        replace=True)
+                        replace=True, auxiliary=self.auxiliary)
         kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
         for old in kept[:-self.config.keep_last]:
             if old != path:
@@ -342,6 +357,8 @@ class Trainer:
             raise CheckpointError(f"{path}: saved with {state.get('world_size')} processes, "
                                   f"resumed with {self.dist.world_size}")
         load_weights(self.task.model, path / MODEL_FILE)
+        for name, module in self.auxiliary.items():
+            load_weights(module, path / auxiliary_file(name))
         if self.ema is not None:
             from safetensors.torch import load_file
             self.ema.load_shadow(load_file(str(path / EMA_FILE)))

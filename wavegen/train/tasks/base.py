@@ -35,6 +35,11 @@ class Objective:
     parameters: list[nn.Parameter]
     start_step: int = 0
     every: int = 1
+    #: Optimiser settings of this objective; None takes the ``train:`` section's value
+    #: (GANs often give the discriminator its own learning rate).
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
 
     def active(self, step: int) -> bool:
         """Whether this objective trains at (0-based) optimiser step ``step``."""
@@ -60,6 +65,19 @@ class Task(abc.ABC):
     def make_samples(self, model: nn.Module, batch: dict[str, torch.Tensor], out_dir: Path,
                      seconds: float, sample_rate: int) -> dict[str, float]:
         """Generate audio for listening (files in ``out_dir``); return objective metrics."""
+        return {}
+
+    def set_step(self, step: int) -> None:
+        """Called by the trainer before each optimiser step (0-based), for step-dependent
+        losses (e.g. adversarial terms that switch on with the discriminator)."""
+        self.step = step
+
+    def auxiliary_modules(self) -> dict[str, nn.Module]:
+        """Trained modules that are not the bundle's model (e.g. ``{"discriminator": D}``).
+
+        They are moved to the training device, saved in every checkpoint as
+        ``NAME.safetensors`` and restored by ``--resume``; EMA applies to the model only.
+        """
         return {}
 
     def extra_state(self) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""The interface every fast WaveNet sampling backend implements, and what they share.
+
+A backend turns a :class:`~wavegen.models.wavenet.WaveNet` into a :class:`Session` that runs
+the incremental sampling step (every residual layer, the output stack, and the draw from
+pre-drawn uniforms) for many samples at a time. The autoregressive driver
+(:func:`wavegen.sampling.generate`) owns everything around it: argument checks, uniforms,
+the prompt, diagnostics and the result.
+
+What every session shares, implemented here once:
+
+* :class:`ConditioningStream` upsamples the local conditioning once (``[B, C, T]``, cheap)
+  and projects it to the layers' gate inputs chunk by chunk (``[B, n, L * 2G]``, time-major),
+  global conditioning added, so a long generation never holds ``L * 2G`` channels per audio
+  sample at once (2 x 10 layers x 256 gates = 5120 floats per sample).
+* :func:`prime_layer_inputs`: the last inputs of every layer after a teacher-forced pass over
+  a prompt (one full forward pass), from which each backend fills its ring buffers.
+* :class:`WaveNetWeights`: the model's weights in one canonical layout (documented there),
+  so each kernel only repacks, never re-derives, them.
+
+A session exposes two calls: :meth:`Session.step_params` (one step, returning the head
+parameters; the hook the equality tests compare against the reference) and
+:meth:`Session.generate` (``n`` steps including the draw, the fast path). Both advance the
+same state, so they can be interleaved.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from wavegen.nn.distributions import Categorical, DiscretizedMixtureOfLogistics
+
+#: Bytes of projected conditioning a session materialises at once (per chunk).
+CONDITIONING_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def head_kind(model) -> str:
+    """``"categorical"``, ``"mol"`` or ``"gaussian"``: the head a kernel must implement."""
+    if isinstance(model.head, Categorical):
+        return "categorical"
+    if isinstance(model.head, DiscretizedMixtureOfLogistics):
+        return "mol"
+    return "gaussian"
+
+
+@dataclass
+class WaveNetWeights:
+    """A WaveNet's weights for incremental kernels (float32 unless cast, contiguous).
+
+    ``R``, ``G``, ``S``, ``P``: residual, gate, skip channels and head parameters; ``k`` the
+    kernel size; ``L`` layers.
+
+    Attributes:
+        embed: categorical: ``[K, R]`` input embedding table; continuous heads: ``[2, R]``
+            (row 0 the weight, row 1 the bias: ``x_in = value * w + b``).
+        conv_w: per layer ``[k, 2G, R]``; tap ``j`` multiplies the layer input at time
+            ``t - (k - 1 - j) * dilation`` (tap ``k - 1`` is the current input).
+        conv_b: per layer ``[2G]``; the first ``G`` rows feed tanh, the last ``G`` sigmoid.
+        res_w, res_b: per layer ``[R, G]``, ``[R]``; None for the last layer (no residual).
+        skip_w, skip_b: per layer ``[S, G]``, ``[S]``.
+        out1_w, out1_b: ``[S, S]``, ``[S]``; out2_w, out2_b: ``[P, S]``, ``[P]``
+            (``params = out2(relu(out1(relu(sum of skips))))``).
+        dilations: per layer.
+    """
+
+    embed: torch.Tensor
+    conv_w: list[torch.Tensor]
+    conv_b: list[torch.Tensor]
+    res_w: list[torch.Tensor | None]
+    res_b: list[torch.Tensor | None]
+    skip_w: list[torch.Tensor]
+    skip_b: list[torch.Tensor]
+    out1_w: torch.Tensor
+    out1_b: torch.Tensor
+    out2_w: torch.Tensor
+    out2_b: torch.Tensor
+    dilations: list[int]
+    kernel_size: int
+
+    @classmethod
+    @torch.no_grad()
+    def from_model(cls, model, dtype: torch.dtype = torch.float32) -> "WaveNetWeights":
+        def prep(t):
+            return None if t is None else t.detach().to(dtype).contiguous()
+
+        c = model.config
+        if head_kind(model) == "categorical":
+            embed = model.input.weight
+        else:
+            embed = torch.stack([model.input.weight[:, 0, 0], model.input.bias])
+        layers = list(model.layers)
+        return cls(
+            embed=prep(embed),
+            conv_w=[prep(layer.conv.weight.permute(2, 0, 1)) for layer in layers],
+            conv_b=[prep(layer.conv.bias) for layer in layers],
+            res_w=[prep(None if layer.residual is None else layer.residual.weight[..., 0])
+                   for layer in layers],
+            res_b=[prep(None if layer.residual is None else layer.residual.bias)
+                   for layer in layers],
+            skip_w=[prep(layer.skip.weight[..., 0]) for layer in layers],
+            skip_b=[prep(layer.skip.bias) for layer in layers],
+            out1_w=prep(model.output[1].weight[..., 0]), out1_b=prep(model.output[1].bias),
+            out2_w=prep(model.output[3].weight[..., 0]), out2_b=prep(model.output[3].bias),
+            dilations=list(c.dilations), kernel_size=c.kernel_size)
+
+
+class ConditioningStream:
+    """Per-sample gate conditioning of all layers, produced chunk by chunk.
+
+    Args:
+        model: the WaveNet.
+        batch: batch size.
+        length: total samples (prompt included) the local conditioning covers.
+        local: ``[B, C, frames]`` or None; global_cond: ``[B]`` / ``[B, D]`` or None.
+        dtype: dtype of the chunks.
+
+    ``chunk(t0, t1)`` returns ``[B, t1 - t0, L * 2G]`` (contiguous; layer ``l`` owns columns
+    ``l * 2G .. (l + 1) * 2G``), or None for an unconditional model. Without local
+    conditioning the chunk is the global projection broadcast along time.
+    """
+
+    def __init__(self, model, batch: int, length: int, local: torch.Tensor | None,
+                 global_cond: torch.Tensor | None, dtype: torch.dtype = torch.float32):
+        self.model = model
+        self.batch = batch
+        self.dtype = dtype
+        self.upsampled, self.global_bias = model.conditioning_features(length, batch, local,
+                                                                       global_cond)
+        c = model.config
+        self.width = c.num_layers * 2 * c.gate_channels
+        self.conditioned = self.upsampled is not None or self.global_bias is not None
+
+    def chunk_length(self) -> int:
+        """Samples per chunk that keep a chunk under :data:`CONDITIONING_CHUNK_BYTES`."""
+        per_sample = self.batch * self.width * torch.finfo(self.dtype).bits // 8
+        return max(64, CONDITIONING_CHUNK_BYTES // max(per_sample, 1))
+
+    @torch.no_grad()
+    def chunk(self, t0: int, t1: int) -> torch.Tensor | None:
+        if not self.conditioned:
+            return None
+        if self.upsampled is not None:
+            out = self.model.local_projection(self.upsampled[..., t0:t1]).transpose(1, 2)
+            if self.global_bias is not None:
+                out = out + self.global_bias[:, None, :]
+        else:
+            out = self.global_bias[:, None, :].expand(self.batch, t1 - t0, self.width)
+        return out.to(self.dtype).contiguous()
+
+
+@torch.no_grad()
+def prime_layer_inputs(model, prompt: torch.Tensor, stream: ConditioningStream) -> list[torch.Tensor]:
+    """Each layer's inputs ``[B, R, P]`` during a teacher-forced pass over ``prompt`` ``[B, P]``.
+
+    The first step after priming is fed ``prompt[:, -1]`` and predicts sample ``P``.
+    """
+    from wavegen.models.wavenet import shift_right
+
+    length = prompt.shape[-1]
+    inputs = shift_right(prompt, model.silence_input())
+    cond = stream.chunk(0, length)
+    local_c = None if cond is None else cond.transpose(1, 2).to(model.input.weight.dtype)
+    _, layer_inputs = model.run(inputs, local_c, None, return_layer_inputs=True)
+    return layer_inputs
+
+
+class Session(abc.ABC):
+    """Incremental sampling state of one generation (``batch`` items, ``length`` samples).
+
+    ``previous`` is the input of the next step: ``[B]`` int64 classes (categorical head) or
+    float32 waveform values (grid heads); after priming on a prompt it is the prompt's last
+    sample.
+    """
+
+    def __init__(self, model, batch: int, length: int, local, global_cond,
+                 prompt: torch.Tensor | None):
+        self.model = model
+        self.batch = batch
+        self.length = length
+        self.time = 0 if prompt is None else prompt.shape[-1]
+
+    @abc.abstractmethod
+    def step_params(self, previous: torch.Tensor) -> torch.Tensor:
+        """One step without drawing: head parameters ``[B, P]`` (float32)."""
+
+    @abc.abstractmethod
+    def generate(self, previous: torch.Tensor, uniforms: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+        """``n = uniforms.shape[1]`` steps with the draw: ``uniforms [B, n, U]`` -> samples
+        ``[B, n]`` (int64 classes or float32 grid values), feeding each sample back."""
+
+
+class Backend(abc.ABC):
+    """A way to run the sampling step; stateless, one instance per name."""
+
+    #: Name used by ``--backend`` and ``wavegen doctor``.
+    name: str = ""
+    #: Speed rank for ``auto`` (higher is tried first), per device type.
+    priority: dict[str, int] = {}
+
+    @abc.abstractmethod
+    def unavailable(self, device: torch.device) -> str | None:
+        """Why this backend cannot run on ``device`` here (None when it can)."""
+
+    def unsupported(self, model, options) -> str | None:
+        """Why this backend cannot run ``model`` with sampling ``options`` (None when it can)."""
+        return None
+
+    @abc.abstractmethod
+    def session(self, model, batch: int, length: int, local, global_cond,
+                prompt: torch.Tensor | None) -> Session:
+        """A session generating ``length`` samples in total (prompt included)."""
+
+
+def options_need_reference(options) -> str | None:
+    """Sampling options only the reference loop implements (filters and guidance)."""
+    if options is None:
+        return None
+    for name in ("top_p", "typical", "cfg_gamma"):
+        if getattr(options, name, None) is not None:
+            return f"{name} is implemented by the reference loop only"
+    return None
+
+
+def relu_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``linear(relu(x))``: ``[B, in]`` -> ``[B, out]`` (the output stack's unit)."""
+    return F.linear(F.relu(x), w, b)
