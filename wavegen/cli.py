@@ -339,6 +339,9 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance strength (1 = conditional)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
+    parser.add_argument("--backend", default="auto",
+                        help="sampling backend: auto (fastest usable), reference, cpu, triton, "
+                             "cudagraph or cuda (see `wavegen doctor`)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -355,7 +358,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     request = SampleRequest(args.seconds, args.midi, args.wav, args.mel, args.prompt)
     options = SamplingOptions(args.temperature, args.top_p, args.typical, args.cfg, args.seed,
                               progress=not args.no_progress)
-    result, info = sample_bundle(args.checkpoint, request, options, use_ema=not args.raw_weights)
+    from wavegen.kernels import BACKEND_NAMES
+    if args.backend not in BACKEND_NAMES:
+        raise UsageError(f"unknown --backend {args.backend!r}; choose from {', '.join(BACKEND_NAMES)}")
+    result, info = sample_bundle(args.checkpoint, request, options, use_ema=not args.raw_weights,
+                                 backend=args.backend)
     save_audio(output, result.audio[0], info.sample_rate)
     seconds = result.audio.shape[-1] / info.sample_rate
     print(f"wrote {args.output}: {seconds:.2f} s at {info.sample_rate} Hz in {result.seconds:.1f} s "
@@ -369,6 +376,119 @@ register(Command(
     help="generate audio from a trained model bundle (MIDI, mel or free-running)",
     add_arguments=_add_sample_arguments,
     run=_run_sample,
+))
+
+
+# --------------------------------------------------------------------------- vocode
+
+
+def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="vocoder bundle (e.g. runs/NAME/checkpoints/best)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wav", help="audio file or folder to copy-synthesise")
+    source.add_argument("--mel", help="log-mel .npy [n_mels, frames] file or folder of them")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output .wav/.flac (a folder for a folder input)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    parser.add_argument("--chunk-frames", type=int, default=512,
+                        help="mel frames per chunk (memory stays flat; default 512)")
+    parser.add_argument("--overlap-frames", type=int, default=32,
+                        help="context frames on each side of a chunk (default 32)")
+    parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
+
+
+def _run_vocode(args: argparse.Namespace) -> int:
+    import torch
+
+    from wavegen.vocode import VocodeOptions, load_vocoder, plan_jobs, run_jobs
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    kind = "wav" if args.wav else "mel"
+    jobs = plan_jobs(args.wav or args.mel, args.output, kind)
+    options = VocodeOptions(args.device, args.bf16, args.compile, args.chunk_frames,
+                            args.overlap_frames, not args.raw_weights)
+    vocoder, info = load_vocoder(args.checkpoint, options)
+    done, failed = run_jobs(vocoder, jobs, kind, options)
+    audio = sum(item.audio_seconds for item in done)
+    seconds = sum(item.seconds for item in done)
+    print(f"vocoded {len(done)} of {len(jobs)} file(s), {audio:.1f} s of audio at "
+          f"{info.sample_rate} Hz in {seconds:.1f} s (real-time factor "
+          f"{seconds / max(audio, 1e-12):.3f})")
+    if failed:
+        print(f"error: {len(failed)} input(s) failed (listed above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+register(Command(
+    name="vocode",
+    help="turn mel-spectrograms (or audio, for copy-synthesis) into audio with a vocoder bundle",
+    add_arguments=_add_vocode_arguments,
+    run=_run_vocode,
+))
+
+
+# --------------------------------------------------------------------------- import
+
+IMPORTERS = ("hifigan-official", "melgan-official")
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", choices=IMPORTERS,
+                        help="hifigan-official (jik876/hifi-gan generator g_XXXXXXXX / "
+                             "generator_v1) or melgan-official (descriptinc/melgan-neurips "
+                             "best_netG.pt)")
+    parser.add_argument("checkpoint", help="the other project's generator checkpoint")
+    parser.add_argument("-o", "--output", required=True, help="bundle folder to create")
+    parser.add_argument("--config", help="hifigan-official: the run's config.json")
+    parser.add_argument("--preset", default="v1", choices=("v1", "v2", "v3"),
+                        help="hifigan-official without --config: the generator preset")
+    parser.add_argument("--n-mels", type=int, default=80, help="melgan-official: mel bands")
+    parser.add_argument("--ngf", type=int, default=32, help="melgan-official: base channels")
+    parser.add_argument("--n-residual-layers", type=int, default=3,
+                        help="melgan-official: residual layers per stage")
+    parser.add_argument("--ratios", type=int, nargs="+", default=[8, 8, 2, 2],
+                        help="melgan-official: upsampling ratios")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from wavegen.checkpoint import BundleInfo, save_bundle
+    from wavegen.errors import CheckpointError
+
+    if os.path.exists(args.output):
+        raise UsageError(f"{args.output}: already exists (choose a new bundle folder)")
+    if args.source == "hifigan-official":
+        from wavegen.importers import import_hifigan_official
+        model, config, features = import_hifigan_official(args.checkpoint, args.config, args.preset)
+        family = "hifigan"
+    else:
+        if args.config:
+            raise UsageError("--config is for hifigan-official")
+        from wavegen.importers import import_melgan_official
+        model, config, features = import_melgan_official(
+            args.checkpoint, args.n_mels, args.ngf, args.n_residual_layers, tuple(args.ratios))
+        family = "melgan"
+    if features.sample_rate != config.sample_rate:
+        raise CheckpointError(f"features at {features.sample_rate} Hz but the model config says "
+                              f"{config.sample_rate} Hz")
+    info = BundleInfo(family, config, features.sample_rate, features,
+                      extra={"imported_from": {"source": args.source,
+                                               "checkpoint": os.path.abspath(args.checkpoint)}})
+    save_bundle(args.output, model, info)
+    print(f"wrote {args.output}: {family} vocoder ({sum(p.numel() for p in model.parameters()):,} "
+          f"parameters), features {features.name} ({features.n_mels} mels, hop "
+          f"{features.hop_length}, {features.sample_rate} Hz)")
+    return 0
+
+
+register(Command(
+    name="import",
+    help="convert a generator checkpoint of another project into a wavegen bundle",
+    add_arguments=_add_import_arguments,
+    run=_run_import,
 ))
 
 
@@ -403,9 +523,24 @@ def _doctor_report() -> dict[str, Any]:
     report.update(_probe("triton", lambda: {"triton": _module_version("triton")}))
     report["nvcc"] = _nvcc()
     report["torchaudio"] = _torchaudio()
+    report.update(_probe("sampling backends", _backends_report))
     report.update(_probe("librosa", lambda: {"librosa": _module_version("librosa")}))
     report.update(_probe("soundfile", _soundfile_report))
     return report
+
+
+def _backends_report() -> dict[str, Any]:
+    """Usable WaveNet sampling backends per device type, with the reason for the others."""
+    import torch
+
+    from wavegen.kernels import availability
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    lines = []
+    for device in devices:
+        for name, reason in availability(device).items():
+            lines.append(f"{device}/{name}: " + ("usable" if reason is None else f"no ({reason})"))
+    return {"sampling backends": lines}
 
 
 def _probe(name: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -105,8 +105,8 @@ def build_conditioning(info: BundleInfo, request: SampleRequest) -> tuple[torch.
 
 
 def sample_bundle(bundle: str | Path, request: SampleRequest, options: SamplingOptions,
-                  use_ema: bool = True) -> tuple[GenerationResult, BundleInfo]:
-    """Load ``bundle`` and generate according to ``request``."""
+                  use_ema: bool = True, backend: str = "auto") -> tuple[GenerationResult, BundleInfo]:
+    """Load ``bundle`` and generate according to ``request`` on sampling ``backend``."""
     model, info = load_bundle(bundle, use_ema=use_ema)
     if not hasattr(model, "step"):
         raise UsageError(f"{bundle}: family {info.family} is not a sample-level model")
@@ -117,5 +117,5 @@ def sample_bundle(bundle: str | Path, request: SampleRequest, options: SamplingO
         prompt = audio[None]
         if local is not None:
             raise UsageError("--prompt is only for unconditional models")
-    result = generate(model, length, local=local, prompt=prompt, options=options)
+    result = generate(model, length, local=local, prompt=prompt, options=options, backend=backend)
     return result, info

@@ -28,6 +28,7 @@ they are.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -401,3 +402,34 @@ def _frames_for_writing(path: str, waveform: torch.Tensor | np.ndarray, subtype:
     if subtype not in _FLOAT_SUBTYPES:
         np.clip(array, -1.0, 1.0, out=array)
     return np.ascontiguousarray(array.T)
+
+
+@contextlib.contextmanager
+def audio_writer(path: str | os.PathLike, sample_rate: int, channels: int = 1, *,
+                 subtype: str | None = None, format: str | None = None):
+    """Write a long signal piece by piece, atomically: ``with audio_writer(p, sr) as write:``.
+
+    ``write(piece)`` takes ``[channels, n]`` (or ``[n]``) float pieces, checked and clipped as
+    in :func:`save_audio`. The pieces go to a hidden temporary file that replaces ``path``
+    only when the block ends without an error, so an interrupted job never leaves a partial
+    file; memory stays flat whatever the total length.
+    """
+    path = _fspath(path)
+    fmt, default_subtype = _save_format(path, format)
+    subtype = (subtype or default_subtype).upper()
+    rate = _check_rate(path, sample_rate, "sample rate")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise AudioFileError(path, f"cannot write: directory {directory} does not exist")
+    try:
+        with atomic_path(path) as temp:
+            with sf.SoundFile(temp, "w", rate, channels, subtype=subtype, format=fmt) as handle:
+                def write(piece) -> None:
+                    frames = _frames_for_writing(path, piece, subtype)
+                    if frames.shape[1] != channels:
+                        raise UsageError(f"{path}: piece has {frames.shape[1]} channels, "
+                                         f"expected {channels}")
+                    handle.write(frames)
+                yield write
+    except sf.SoundFileError as e:
+        raise AudioFileError(path, f"cannot write {fmt}/{subtype}: {_sf_reason(e)}") from e

@@ -52,8 +52,8 @@ def get_backend(name: str) -> Backend:
         module, cls = _BACKENDS[name].split(":")
         try:
             _instances[name] = getattr(importlib.import_module(module), cls)()
-        except ImportError as error:  # an optional dependency is missing
-            return _Missing(name, f"{type(error).__name__}: {error}")
+        except Exception as error:  # noqa: BLE001 - a broken optional backend must not crash
+            return _Missing(name, f"cannot load: {type(error).__name__}: {' '.join(str(error).split())}")
     return _instances[name]
 
 

@@ -13,6 +13,8 @@ from typing import Any, Callable
 from torch import nn
 
 from wavegen.errors import ConfigError
+from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
+from wavegen.models.melgan import MelGANConfig, MelGANGenerator
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 
@@ -23,10 +25,14 @@ class Family:
     name: str
     config_class: type
     model_class: Callable[[Any], nn.Module]
+    #: A feed-forward mel -> waveform model (``wavegen vocode``) rather than a sample-level one.
+    vocoder: bool = False
 
 
 FAMILIES: dict[str, Family] = {
     "wavenet": Family("wavenet", WaveNetConfig, WaveNet),
+    "hifigan": Family("hifigan", HiFiGANConfig, HiFiGANGenerator, vocoder=True),
+    "melgan": Family("melgan", MelGANConfig, MelGANGenerator, vocoder=True),
 }
 
 

@@ -51,6 +51,13 @@ def build_task(recipe: Recipe) -> Task:
     torch.manual_seed(recipe.train.seed)
     family = get_family(recipe.model["family"])
     model = family.model_class(recipe.model_config)
+    if recipe.task == "adversarial":
+        from wavegen.models.discriminators import build_discriminators
+        from wavegen.train.tasks.adversarial import AdversarialTask
+
+        discriminators = build_discriminators(recipe.discriminators, recipe.feature_config)
+        return AdversarialTask(model, discriminators, recipe.feature_config,
+                               recipe.adversarial_config)
     local_key = None if recipe.data.conditioning == "none" else recipe.data.conditioning
     return LikelihoodTask(model, local_key=local_key, features=recipe.feature_config)
 

@@ -41,7 +41,7 @@ from wavegen.utils.config import from_dict, to_dict
 
 DATA_KINDS = ("tones", "maestro", "audio_folder")
 CONDITIONINGS = ("none", "mel", "roll")
-TASKS = ("likelihood",)
+TASKS = ("likelihood", "adversarial")
 
 
 @dataclass
@@ -96,6 +96,8 @@ class Recipe:
     features: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    discriminators: dict[str, Any] = field(default_factory=dict)
+    adversarial: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -104,15 +106,33 @@ class Recipe:
             raise ConfigError("model.family is required (e.g. wavenet)")
         family = get_family(self.model["family"])
         params = {k: v for k, v in self.model.items() if k != "family"}
+        preset = params.pop("preset", None)
+        if preset is not None:
+            if not hasattr(family.config_class, "preset"):
+                raise ConfigError(f"model.preset: family {family.name} has no presets")
+            base = family.config_class.preset(preset).to_dict()
+            params = {**base, **params}
         self.model_config = family.config_class.from_dict(params, "model")
         self.feature_config = resolve_features(self.features)
+        self.adversarial_config = None
+        if self.task == "adversarial":
+            from wavegen.train.tasks.adversarial import AdversarialConfig
+            if not self.discriminators:
+                raise ConfigError("task adversarial needs a discriminators section")
+            self.adversarial_config = AdversarialConfig.from_dict(dict(self.adversarial))
+        elif self.discriminators or self.adversarial:
+            raise ConfigError("discriminators/adversarial sections need task: adversarial")
         check_consistency(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "task": self.task,
-                "model": {"family": self.model["family"], **self.model_config.to_dict()},
-                "features": None if self.feature_config is None else self.feature_config.to_dict(),
-                "data": to_dict(self.data), "train": to_dict(self.train)}
+        out = {"name": self.name, "task": self.task,
+               "model": {"family": self.model["family"], **self.model_config.to_dict()},
+               "features": None if self.feature_config is None else self.feature_config.to_dict(),
+               "data": to_dict(self.data), "train": to_dict(self.train)}
+        if self.task == "adversarial":
+            out["discriminators"] = self.discriminators
+            out["adversarial"] = self.adversarial_config.to_dict()
+        return out
 
 
 def resolve_features(spec: Any) -> FeatureConfig | None:
@@ -139,14 +159,17 @@ def check_consistency(recipe: Recipe) -> None:
     if features is not None and features.sample_rate != data.sample_rate:
         raise ConfigError(f"features are for {features.sample_rate} Hz but data.sample_rate is "
                           f"{data.sample_rate}")
-    local = getattr(model, "local_channels", 0)
+    # Sample-level models take the mel as local conditioning; vocoders as their input.
+    local = getattr(model, "local_channels", getattr(model, "num_mels", 0))
+    if recipe.task == "adversarial" and data.conditioning != "mel":
+        raise ConfigError("task adversarial trains mel -> waveform vocoders: set data.conditioning: mel")
     if data.conditioning == "none" and local:
         raise ConfigError("model.local_channels > 0 but data.conditioning is none")
     if data.conditioning == "mel":
         if features is None:
             raise ConfigError("data.conditioning mel needs a features section")
         if local != features.n_mels or model.hop_length != features.hop_length:
-            raise ConfigError(f"mel conditioning: model.local_channels/hop_length ({local}/"
+            raise ConfigError(f"mel conditioning: the model's mel channels/hop_length ({local}/"
                               f"{model.hop_length}) must equal features n_mels/hop_length "
                               f"({features.n_mels}/{features.hop_length})")
     if data.conditioning == "roll":

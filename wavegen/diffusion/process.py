@@ -1,0 +1,105 @@
+"""DiffusionProcess: everything about a diffusion model that is not the network.
+
+Schedule, parameterisation, loss weighting, conditioning dropout and the default sampler
+live in one dataclass, stored with the model's training recipe, so training and sampling
+cannot disagree about them. Samplers can still be changed at inference time: the defaults
+here are only what :meth:`DiffusionProcess.sample` uses when not told otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from wavegen.diffusion.losses import Denoiser, LossTerms, check_weighting, denoising_loss
+from wavegen.diffusion.parameterization import check_parameterization
+from wavegen.diffusion.samplers import DDPM_VARIANCES, check_sampler, check_spacing, sample
+from wavegen.diffusion.schedules import NoiseSchedule, ScheduleConfig, make_schedule
+from wavegen.errors import ConfigError
+from wavegen.utils.config import from_dict, to_dict
+
+
+@dataclass
+class DiffusionProcess:
+    """The forward process, the training objective and the default sampler.
+
+    Attributes:
+        schedule: the noise schedule (:class:`~wavegen.diffusion.schedules.ScheduleConfig`).
+        parameterization: what the network predicts: ``"eps"``, ``"x0"``, ``"v"``, ``"score"``.
+        weighting: loss weighting, ``"none"``, ``"snr"``, ``"min_snr"``, ``"truncated_snr"``
+            (see :mod:`wavegen.diffusion.losses`).
+        min_snr_gamma: the clamp of ``"min_snr"`` (Hang et al. 2023 use 5).
+        cond_dropout: probability, per training example, of zeroing the conditioning, so
+            the same network also learns the unconditional model classifier-free guidance needs.
+        sampler: default sampler, ``"ddpm"``, ``"ddim"`` or ``"heun"``.
+        sampler_steps: default number of sampling steps.
+        eta: default DDIM stochasticity (0 = deterministic).
+        ddpm_variance: DDPM step variance, ``"posterior"`` or ``"beta"``.
+        spacing: default sampling times, ``"uniform"`` or ``"karras"`` (Karras et al.'s
+            spacing of ``sigma / alpha``).
+        guidance_scale: default classifier-free guidance scale (1 = plain conditional).
+    """
+
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    parameterization: str = "eps"
+    weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    cond_dropout: float = 0.0
+    sampler: str = "ddim"
+    sampler_steps: int = 50
+    eta: float = 0.0
+    ddpm_variance: str = "posterior"
+    spacing: str = "uniform"
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, dict):
+            self.schedule = ScheduleConfig.from_dict(self.schedule)
+        check_parameterization(self.parameterization)
+        check_weighting(self.weighting)
+        check_sampler(self.sampler)
+        if not self.min_snr_gamma > 0:
+            raise ConfigError(f"diffusion.min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if not 0 <= self.cond_dropout < 1:
+            raise ConfigError(f"diffusion.cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.sampler_steps < 1:
+            raise ConfigError(f"diffusion.sampler_steps must be >= 1, got {self.sampler_steps}")
+        if not 0 <= self.eta <= 1:
+            raise ConfigError(f"diffusion.eta must be in [0, 1], got {self.eta}")
+        if self.ddpm_variance not in DDPM_VARIANCES:
+            raise ConfigError(f"diffusion.ddpm_variance must be one of "
+                              f"{', '.join(DDPM_VARIANCES)}, got {self.ddpm_variance!r}")
+        check_spacing(self.spacing)
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ConfigError(f"diffusion.guidance_scale must be >= 0, got {self.guidance_scale}")
+        self._schedule: NoiseSchedule | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "diffusion") -> "DiffusionProcess":
+        """From plain values; unknown keys and wrong types are ConfigErrors naming the key."""
+        return from_dict(cls, data, where)
+
+    def make_schedule(self) -> NoiseSchedule:
+        """The noise schedule (built once)."""
+        if self._schedule is None or self._schedule.config != self.schedule:
+            self._schedule = make_schedule(self.schedule)
+        return self._schedule
+
+    def loss(self, denoise: Denoiser, x0: torch.Tensor, **kwargs) -> LossTerms:
+        """:func:`~wavegen.diffusion.losses.denoising_loss` with this process's settings."""
+        return denoising_loss(denoise, x0, self.make_schedule(), self.parameterization,
+                              self.weighting, min_snr_gamma=self.min_snr_gamma, **kwargs)
+
+    def sample(self, denoise: Denoiser, shape: tuple[int, ...] | None = None,
+               **kwargs) -> torch.Tensor:
+        """:func:`~wavegen.diffusion.samplers.sample` with this process's defaults;
+        keyword arguments (``sampler``, ``steps``, ``eta``, ``generator``, ...) override."""
+        options = {"sampler": self.sampler, "steps": self.sampler_steps, "eta": self.eta,
+                   "variance": self.ddpm_variance, "spacing": self.spacing, **kwargs}
+        return sample(denoise, self.make_schedule(), self.parameterization, shape, **options)

@@ -1,0 +1,134 @@
+"""Diffusion training: the weighted denoising loss of a waveform denoiser (DiffWave-style).
+
+The network protocol: ``model(x_t [B, 1, T], t [B] float in [0, 1], local=None) ->
+prediction [B, 1, T]`` in the process's parameterisation, where ``local`` is the batch's
+conditioning under ``local_key`` (e.g. a log-mel ``[B, n_mels, frames]``; the network does
+its own upsampling) or None. Everything else (schedule, parameterisation, weighting,
+conditioning dropout, default sampler) comes from the
+:class:`~wavegen.diffusion.process.DiffusionProcess`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wavegen.audio.io import save_audio
+from wavegen.audio.metrics import log_mel_l1
+from wavegen.audio.plot import plot_analysis
+from wavegen.diffusion.guidance import classifier_free_guidance
+from wavegen.diffusion.process import DiffusionProcess
+from wavegen.diffusion.schedules import T_MIN
+from wavegen.train.tasks.base import Objective, Task
+from wavegen.train.tasks.likelihood import conditioning_of
+
+#: Validation averages the loss over this many fixed times (a midpoint rule on U(T_MIN, 1)).
+VALIDATION_TIMES = 8
+#: Seed of the validation noise and of the validation samples.
+VALIDATION_SEED = 0
+
+
+def drop_conditioning(local: torch.Tensor | None, probability: float) -> torch.Tensor | None:
+    """``local`` ``[B, C, frames]`` with each example zeroed with ``probability`` (global RNG)."""
+    if local is None or probability <= 0:
+        return local
+    keep = torch.rand(local.shape[0], device=local.device) >= probability
+    return local * keep.to(local.dtype).reshape(-1, *([1] * (local.ndim - 1)))
+
+
+def _denoiser(model: nn.Module, local: torch.Tensor | None):
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x_t, t, local=local)
+    return denoise
+
+
+class _DenoisingObjective(nn.Module):
+    """``forward(batch) -> (weighted denoising loss, metrics)`` with conditioning dropout."""
+
+    def __init__(self, model: nn.Module, process: DiffusionProcess, local_key: str | None):
+        super().__init__()
+        self.model = model
+        self.process = process
+        self.local_key = local_key
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        local = drop_conditioning(conditioning_of(batch, self.local_key), self.process.cond_dropout)
+        terms = self.process.loss(_denoiser(self.model, local), batch["audio"])
+        return terms.loss, {"loss": terms.loss.detach().item(),
+                            "x0_mse": terms.x0_mse.mean().item()}
+
+
+class DiffusionTask(Task):
+    """Weighted denoising loss; validation reports a deterministic estimate of it.
+
+    The ``best`` checkpoint is the one with the lowest validation ``loss``: the weighted
+    loss averaged over ``VALIDATION_TIMES`` fixed times with fixed noise, so two
+    validations of the same weights give the same number.
+
+    Args:
+        model: a denoiser ``model(x_t, t, local=None) -> prediction`` (module doc).
+        process: schedule, parameterisation, weighting, conditioning dropout, sampler.
+        local_key: batch key of the local conditioning (``"mel"``) or None.
+        features: FeatureConfig used to score mel-conditioned samples (log-mel L1).
+    """
+
+    def __init__(self, model: nn.Module, process: DiffusionProcess, local_key: str | None = None,
+                 features=None):
+        self.model = model
+        self.process = process
+        self.local_key = local_key
+        self.features = features
+        self.objective = _DenoisingObjective(model, process, local_key)
+        self.validation_key = "loss"
+
+    def objectives(self) -> dict[str, Objective]:
+        return {"model": Objective(self.objective, list(self.model.parameters()))}
+
+    @torch.no_grad()
+    def validation_metrics(self, model, batch):
+        audio = batch["audio"]
+        denoise = _denoiser(model, conditioning_of(batch, self.local_key))
+        generator = torch.Generator().manual_seed(VALIDATION_SEED)
+        loss = x0_mse = 0.0
+        for k in range(VALIDATION_TIMES):
+            t = T_MIN + (1 - T_MIN) * (k + 0.5) / VALIDATION_TIMES
+            times = torch.full((audio.shape[0],), t, device=audio.device, dtype=audio.dtype)
+            noise = torch.randn(audio.shape, generator=generator).to(audio.device, audio.dtype)
+            terms = self.process.loss(denoise, audio, t=times, noise=noise)
+            loss += terms.loss.item() / VALIDATION_TIMES
+            x0_mse += terms.x0_mse.mean().item() / VALIDATION_TIMES
+        return {"loss": loss, "x0_mse": x0_mse}
+
+    @torch.no_grad()
+    def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
+        audio = batch["audio"][:1]
+        length = min(audio.shape[-1], max(1, int(seconds * sample_rate)))
+        local = conditioning_of(batch, self.local_key)
+        if local is not None:
+            # The batch pairs T samples with `frames` frames; keep whole frames.
+            hop = max(1, audio.shape[-1] // local.shape[-1])
+            frames = max(1, min(local.shape[-1], length // hop))
+            length = frames * hop
+            local = local[:1, ..., :frames]
+        denoise = _denoiser(model, local)
+        if local is not None and self.process.guidance_scale != 1:
+            denoise = classifier_free_guidance(denoise, _denoiser(model, torch.zeros_like(local)),
+                                               self.process.guidance_scale)
+        generator = torch.Generator().manual_seed(VALIDATION_SEED)
+        result = self.process.sample(denoise, (1, 1, length), generator=generator,
+                                     device=audio.device).clamp(-1, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_audio(out_dir / "sample.wav", result[0].cpu(), sample_rate)
+        save_audio(out_dir / "reference.wav", audio[0, :, :length].cpu(), sample_rate)
+        metrics = {"sample_rms": float(result.pow(2).mean().sqrt())}
+        if self.features is not None:
+            if length >= 4 * self.features.n_fft:
+                plot_analysis(result[0].cpu(), self.features, out_dir / "sample.png")
+            if (local is not None and local.shape[-2] == self.features.n_mels
+                    and length >= self.features.n_fft):
+                metrics["sample_log_mel_l1"] = float(
+                    log_mel_l1(audio[:, :, :length], result, self.features).mean())
+        return {k: v for k, v in metrics.items() if math.isfinite(v)}

@@ -1,0 +1,145 @@
+"""``wavegen vocode``: mel -> audio with a trained vocoder bundle, one file or whole folders.
+
+Inputs are either audio (copy-synthesis: analysed with the bundle's own FeatureConfig, then
+vocoded) or log-mel arrays saved with ``numpy.save`` as ``[n_mels, frames]``, whose shape is
+checked against the bundle's features (a mismatch is refused, never vocoded into noise).
+Each output is streamed chunk by chunk into a temporary file that is renamed into place
+when complete (flat memory for long inputs; no partial files). In a folder job a bad input
+is reported once (path + reason) and skipped; the job then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.audio.io import audio_writer, load_audio
+from wavegen.checkpoint import BundleInfo, load_bundle
+from wavegen.data.audio_folder import AUDIO_SUFFIXES
+from wavegen.errors import FeatureMismatchError, UsageError, WavegenError
+from wavegen.models.registry import get_family
+from wavegen.vocoder import CHUNK_FRAMES, OVERLAP_FRAMES, Vocoder
+
+
+@dataclass
+class VocodeOptions:
+    """How to run the vocoder (see :class:`wavegen.vocoder.Vocoder`)."""
+
+    device: str = "cpu"
+    bf16: bool = False
+    compile: bool = False
+    chunk_frames: int = CHUNK_FRAMES
+    overlap_frames: int = OVERLAP_FRAMES
+    use_ema: bool = True
+
+
+@dataclass
+class VocodeReport:
+    """One finished file: output path, audio seconds, generator seconds."""
+
+    output: Path
+    audio_seconds: float
+    seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(self.audio_seconds, 1e-12)
+
+
+def load_vocoder(bundle: str | os.PathLike, options: VocodeOptions) -> tuple[Vocoder, BundleInfo]:
+    """The bundle's generator ready for inference; UsageError if it is not a vocoder."""
+    model, info = load_bundle(bundle, use_ema=options.use_ema, device=options.device)
+    if not get_family(info.family).vocoder:
+        raise UsageError(f"{bundle}: family {info.family} is not a mel -> waveform vocoder "
+                         f"(use `wavegen sample`)")
+    if info.features is None:
+        raise UsageError(f"{bundle}: a vocoder bundle without a FeatureConfig")
+    return Vocoder(model, info.features, options.device, options.bf16, options.compile), info
+
+
+def read_mel(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
+    """A ``[n_mels, frames]`` .npy file, checked against the vocoder's features."""
+    features = vocoder.features
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+    if mel.ndim != 2 or mel.shape[0] != features.n_mels or not np.issubdtype(mel.dtype, np.floating):
+        raise FeatureMismatchError(
+            f"{path}: a {mel.dtype} array of shape {tuple(mel.shape)} does not match this "
+            f"vocoder's features [{features.n_mels}, frames] ({features.name}: "
+            f"{features.sample_rate} Hz, hop {features.hop_length}, log {features.log})")
+    return torch.from_numpy(mel.astype(np.float32))
+
+
+def analyse(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
+    """Log-mel ``[n_mels, frames]`` of an audio file with the vocoder's own features."""
+    from wavegen.audio.spectral import LogMelSpectrogram
+
+    features = vocoder.features
+    audio, _ = load_audio(path, sample_rate=features.sample_rate, mono=True)
+    usable = (audio.shape[-1] // features.hop_length) * features.hop_length
+    if usable < features.n_fft:
+        raise UsageError(f"{path}: too short to analyse ({audio.shape[-1]} samples)")
+    with torch.inference_mode():
+        return LogMelSpectrogram(features)(audio[0, :usable])
+
+
+def vocode_file(vocoder: Vocoder, source: str | os.PathLike, output: str | os.PathLike,
+                kind: str, options: VocodeOptions) -> VocodeReport:
+    """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically."""
+    mel = analyse(source, vocoder) if kind == "wav" else read_mel(source, vocoder)
+    rate = vocoder.features.sample_rate
+    with audio_writer(output, rate) as write:
+        result = vocoder(mel, options.chunk_frames, options.overlap_frames,
+                         sink=lambda piece: write(piece[0]))
+    audio_seconds = mel.shape[-1] * vocoder.hop / rate
+    return VocodeReport(Path(output), audio_seconds, result.seconds)
+
+
+def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every matching file under a folder."""
+    src = Path(source)
+    if not src.exists():
+        raise UsageError(f"{source}: no such file or folder")
+    if src.is_file():
+        out = Path(output)
+        if out.is_dir():
+            out = out / (src.stem + ".wav")
+        if not out.parent.is_dir():
+            raise UsageError(f"cannot write {output}: its folder does not exist")
+        return [(src, out)]
+    suffixes = {".npy"} if kind == "mel" else AUDIO_SUFFIXES
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise UsageError(f"{source}: no {'.npy' if kind == 'mel' else 'audio'} files inside")
+    out_root = Path(output)
+    if out_root.exists() and not out_root.is_dir():
+        raise UsageError(f"{output}: a folder input needs an output folder")
+    return [(f, out_root / f.relative_to(src).with_suffix(".wav")) for f in files]
+
+
+def run_jobs(vocoder: Vocoder, jobs: list[tuple[Path, Path]], kind: str, options: VocodeOptions,
+             report=print) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
+    """Vocode every job; failures are reported once and skipped."""
+    done, failed = [], []
+    for source, output in jobs:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            item = vocode_file(vocoder, source, output, kind, options)
+        except WavegenError as exc:
+            failed.append((source, str(exc)))
+            report(f"skipped {source}: {exc}")
+            continue
+        done.append(item)
+        report(f"wrote {item.output}: {item.audio_seconds:.2f} s in {item.seconds:.2f} s "
+               f"(real-time factor {item.real_time_factor:.3f})")
+    return done, failed
+
+
+__all__ = ["VocodeOptions", "VocodeReport", "load_vocoder", "read_mel", "analyse", "vocode_file",
+           "plan_jobs", "run_jobs"]
