@@ -124,16 +124,22 @@ def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
 
 
 def run_jobs(vocoder: Vocoder, jobs: list[tuple[Path, Path]], kind: str, options: VocodeOptions,
-             report=print) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
-    """Vocode every job; failures are reported once and skipped."""
+             report=print, warn=None) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
+    """Vocode every job. A single job's error propagates; in a folder job each failure is
+    reported once (``warn``, stderr by default) and skipped."""
+    import sys
+
+    warn = warn or (lambda text: print(text, file=sys.stderr))
     done, failed = [], []
     for source, output in jobs:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             item = vocode_file(vocoder, source, output, kind, options)
         except WavegenError as exc:
+            if len(jobs) == 1:
+                raise
             failed.append((source, str(exc)))
-            report(f"skipped {source}: {exc}")
+            warn(f"skipped {source}: {exc}")
             continue
         done.append(item)
         report(f"wrote {item.output}: {item.audio_seconds:.2f} s in {item.seconds:.2f} s "
