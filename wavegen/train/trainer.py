@@ -172,9 +172,14 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _loader(self, dataset, batches, workers: int) -> DataLoader:
+    def _loader(self, dataset, batches, workers: int, epoch: int = 0) -> DataLoader:
+        # The loader draws its worker base seed from ``generator``; without one it would
+        # draw from the global RNG whenever an iterator starts, which happens at a
+        # different point of the random stream after --resume (breaking exact resume for
+        # any model that uses randomness in training, e.g. dropout or VQ code restarts).
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", generator=generator)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -202,7 +207,7 @@ class Trainer:
                 if hasattr(self.train_set, "set_epoch"):
                     self.train_set.set_epoch(epoch)
                 batches = list(self.plan.micro_batches(epoch, in_epoch))
-                iterator = iter(self._loader(self.train_set, batches, c.num_workers))
+                iterator = iter(self._loader(self.train_set, batches, c.num_workers, epoch))
                 for _ in range(in_epoch, self.plan.steps_per_epoch):
                     if self.step >= c.steps:
                         break

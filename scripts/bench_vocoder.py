@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""GAN vocoder inference: real-time factor and memory, MelGAN and HiFi-GAN V1/V3 at 22.05 kHz.
+
+Speed: each generator (random weights, weight norm folded, inference mode; speed does not
+depend on the weights) vocodes ``--seconds`` of log-mel in the default chunks; the
+real-time factor is wall time / audio duration (< 1 is faster than real time), the median
+of ``--repeats`` warm runs, on the CPU with ``--threads`` threads and, when CUDA is
+available, on the GPU in float32 and bf16.
+
+Memory: each measurement runs in a fresh process and reports its peak resident memory
+(ru_maxrss) above what the process held once the model was loaded: one pass over 60 s of
+mel, chunked vocoding of 60 s, and chunked vocoding of 10 minutes. The chunked output goes
+to a sink that drops it (as `wavegen vocode` streams it into the output file), so flat
+memory means the 10-minute peak equals the 60-second one.
+
+Usage: python scripts/bench_vocoder.py [--threads 2] [--seconds 10] [--repeats 3]
+       [--models melgan hifigan-v1 hifigan-v3] [--no-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from wavegen.audio.features import PRESETS
+from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
+from wavegen.models.melgan import MelGANConfig, MelGANGenerator
+from wavegen.vocoder import Vocoder
+
+FEATURES = PRESETS["hifigan-22k"]
+MODELS = ("melgan", "hifigan-v1", "hifigan-v3")
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "melgan":
+        return MelGANGenerator(MelGANConfig())
+    return HiFiGANGenerator(HiFiGANConfig.preset(name.split("-")[1]))
+
+
+def mel_for(seconds: float, batch: int = 1) -> torch.Tensor:
+    frames = int(seconds * FEATURES.sample_rate / FEATURES.hop_length)
+    return torch.randn(batch, FEATURES.n_mels, frames, generator=torch.Generator().manual_seed(0)) - 5
+
+
+def real_time_factor(name: str, seconds: float, repeats: int, device: str, bf16: bool) -> float:
+    vocoder = Vocoder(build(name), FEATURES, device=device, bf16=bf16)
+    mel = mel_for(seconds)
+    vocoder(mel[..., :64])  # warm-up (allocator, kernels)
+    times = [vocoder(mel, sink=lambda piece: None).seconds for _ in range(repeats)]
+    return statistics.median(times) / seconds
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def memory_probe(name: str, seconds: float, mode: str) -> dict:
+    """Runs in a child process: peak RSS above the loaded-model baseline, in MiB."""
+    torch.set_num_threads(2)
+    vocoder = Vocoder(build(name), FEATURES)
+    mel = mel_for(seconds)
+    vocoder(mel[..., :64])
+    baseline = _rss_mb()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    if mode == "one-pass":
+        with torch.inference_mode():
+            vocoder.generator(mel)
+    else:
+        vocoder(mel, sink=lambda piece: None)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_above_model_mb": max(peak, peak_before) - baseline,
+            "seconds": time.perf_counter() - start}
+
+
+def probe_in_child(name: str, seconds: float, mode: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--memory-probe", name, str(seconds), mode],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "SECONDS", "MODE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        name, seconds, mode = args.memory_probe
+        print(json.dumps(memory_probe(name, float(seconds), mode)))
+        return
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} thread(s); "
+          f"{time.strftime('%Y-%m-%d')}")
+    gpu = torch.cuda.is_available()
+    header = f"{'model':<12} {'params':>8} {'CPU RTF':>9}"
+    if gpu:
+        header += f" {'GPU RTF':>9} {'GPU bf16':>9}"
+    if not args.no_memory:
+        header += f" {'60s 1-pass MB':>14} {'60s chunk MB':>13} {'600s chunk MB':>14} {'ratio':>6}"
+    print(header)
+    for name in args.models:
+        params = sum(p.numel() for p in build(name).parameters())
+        row = f"{name:<12} {params / 1e6:>7.2f}M {real_time_factor(name, args.seconds, args.repeats, 'cpu', False):>9.3f}"
+        if gpu:
+            row += f" {real_time_factor(name, args.seconds, args.repeats, 'cuda', False):>9.4f}"
+            row += f" {real_time_factor(name, args.seconds, args.repeats, 'cuda', True):>9.4f}"
+        if not args.no_memory:
+            one = probe_in_child(name, 60, "one-pass")["peak_above_model_mb"]
+            short = probe_in_child(name, 60, "chunked")["peak_above_model_mb"]
+            long = probe_in_child(name, 600, "chunked")["peak_above_model_mb"]
+            row += f" {one:>14.0f} {short:>13.0f} {long:>14.0f} {one / max(short, 1):>6.1f}"
+        print(row, flush=True)
+    print("RTF = wall time / audio duration (< 1: faster than real time); MB = peak resident "
+          "memory above the loaded model; ratio = one pass / chunked at 60 s.")
+
+
+if __name__ == "__main__":
+    main()
