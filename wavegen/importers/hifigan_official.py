@@ -27,6 +27,7 @@ import torch
 
 from wavegen.audio.features import PRESETS, FeatureConfig
 from wavegen.errors import CheckpointError, ConfigError
+from wavegen.importers.common import convert_weight_norm_keys, first_keys, load_strict
 from wavegen.models.hifigan import HIFIGAN_PRESETS, HiFiGANConfig, HiFiGANGenerator
 
 #: Official config.json key -> HiFiGANConfig field.
@@ -44,13 +45,6 @@ FEATURE_KEYS = {
     "win_size": "win_length", "num_mels": "n_mels", "fmin": "fmin", "fmax": "fmax",
 }
 BASE_FEATURES = "hifigan-22k"
-_SHOWN = 3
-
-
-def _first(keys: list[str]) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
 
 
 def read_official_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -101,7 +95,7 @@ def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{where}: this is the discriminator/optimiser checkpoint (do_*), "
                               f"not the generator (g_*)")
     else:
-        shown = _first([str(k) for k in data]) if isinstance(data, dict) else type(data).__name__
+        shown = first_keys([str(k) for k in data]) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{where}: not a HiFi-GAN generator checkpoint (no 'generator' "
                               f"entry; found {shown})")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -111,21 +105,7 @@ def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official key names -> wavegen's (weight-norm hooks -> parametrisations)."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        if key.endswith(".weight_g"):
-            out[key[:-len("weight_g")] + "parametrizations.weight.original0"] = value
-        elif key.endswith(".weight_v"):
-            out[key[:-len("weight_v")] + "parametrizations.weight.original1"] = value
-        elif key.endswith(".weight"):  # weight norm removed before saving
-            stem = key[:-len("weight")] + "parametrizations.weight."
-            dims = tuple(range(1, value.dim()))
-            out[stem + "original0"] = torch.linalg.vector_norm(value, dim=dims, keepdim=True)
-            out[stem + "original1"] = value
-        else:
-            out[key] = value
-    return out
+    return convert_weight_norm_keys(state)
 
 
 def _describe_state(state: dict[str, torch.Tensor]) -> str:
@@ -144,23 +124,8 @@ def _describe_state(state: dict[str, torch.Tensor]) -> str:
 
 def load_into(model: HiFiGANGenerator, state: dict[str, torch.Tensor], where: str) -> None:
     """Strict load of a converted state dict (CheckpointError naming the first bad keys)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_first(unexpected)}")
-    if wrong:
-        problems.append(f"shape mismatch {_first(wrong)}")
-    if problems:
-        raise CheckpointError(f"{where}: does not match the HiFi-GAN config ({'; '.join(problems)}; "
-                              f"{_describe_state(state)}); pass the checkpoint's config.json "
-                              f"or the right preset")
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, where, "HiFi-GAN", _describe_state(state),
+                "; pass the checkpoint's config.json or the right preset")
 
 
 def import_hifigan_official(checkpoint_path: str | os.PathLike,

@@ -28,16 +28,10 @@ import torch
 
 from wavegen.audio.features import PRESETS, FeatureConfig
 from wavegen.errors import CheckpointError
+from wavegen.importers.common import convert_weight_norm_keys, load_strict
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
 
 BASE_FEATURES = "melgan-22k"
-_SHOWN = 3
-
-
-def _first(keys: list[str]) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
 
 
 def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -57,21 +51,7 @@ def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official key names -> wavegen's (weight-norm hooks -> parametrisations)."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        if key.endswith(".weight_g"):
-            out[key[:-len("weight_g")] + "parametrizations.weight.original0"] = value
-        elif key.endswith(".weight_v"):
-            out[key[:-len("weight_v")] + "parametrizations.weight.original1"] = value
-        elif key.endswith(".weight"):
-            stem = key[:-len("weight")] + "parametrizations.weight."
-            dims = tuple(range(1, value.dim()))
-            out[stem + "original0"] = torch.linalg.vector_norm(value, dim=dims, keepdim=True)
-            out[stem + "original1"] = value
-        else:
-            out[key] = value
-    return out
+    return convert_weight_norm_keys(state)
 
 
 def _describe_state(state: dict[str, torch.Tensor]) -> str:
@@ -91,22 +71,7 @@ def _describe_state(state: dict[str, torch.Tensor]) -> str:
 
 def load_into(model: MelGANGenerator, state: dict[str, torch.Tensor], where: str) -> None:
     """Strict load of a converted state dict (CheckpointError naming the first bad keys)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_first(unexpected)}")
-    if wrong:
-        problems.append(f"shape mismatch {_first(wrong)}")
-    if problems:
-        raise CheckpointError(f"{where}: does not match the MelGAN config "
-                              f"({'; '.join(problems)}; {_describe_state(state)})")
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, where, "MelGAN", _describe_state(state), "")
 
 
 def import_melgan_official(path: str | os.PathLike, n_mels: int = 80, ngf: int = 32,
