@@ -1,0 +1,213 @@
+"""The ``cudagraph`` backend: the reference per-layer step, captured as a CUDA graph.
+
+The session runs :meth:`WaveNet.step` (same operations, same dtype) plus the reference draw
+of :mod:`wavegen.sampling.autoregressive`, but with every piece of state in static device
+buffers, so that a chunk of :data:`CHUNK` steps can be captured once into a
+``torch.cuda.CUDAGraph`` and replayed for every later chunk:
+
+* each layer's ring buffer is ``[B, R, len]`` (the layout of
+  :class:`~wavegen.nn.causal_conv.ConvBuffer`); the time is an int64 device scalar, the
+  write slot ``time % len`` and the tap slots ``(time - (k - 1 - j) d) % len`` are computed
+  from it inside the graph (``index_copy_`` / ``index_select``), and the step increments it
+  in place, so the graph does not depend on the position it was captured at;
+* the previous sample, the chunk's conditioning ``[B, CHUNK, L * 2G]``, its uniforms and its
+  samples live in static buffers that are refilled / read around each replay;
+* the draw is torch ops on the device (``log_softmax``, ``/ T``, ``head.sample``), no host
+  synchronisation.
+
+The first chunk at a temperature runs eagerly (on a side stream, CUDA's recommended warm-up
+before capture), the second is captured and replayed, later ones are replayed; steps that
+do not fill a chunk run eagerly. A failed capture falls back to eager steps for the session.
+Importing this module and :meth:`CUDAGraphBackend.unavailable` work without CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from wavegen.errors import KernelUnavailableError, UsageError
+from wavegen.kernels.base import (Backend, ConditioningStream, Session, head_kind,
+                                  prime_layer_inputs)
+
+#: Steps per captured graph.
+CHUNK = 64
+
+
+class CUDAGraphSession(Session):
+    """Static-buffer state of one generation; chunks of steps replayed as CUDA graphs."""
+
+    def __init__(self, model, batch, length, local, global_cond, prompt):
+        super().__init__(model, batch, length, local, global_cond, prompt)
+        self.device = device = model.input.weight.device
+        self.dtype = dtype = model.input.weight.dtype
+        c = model.config
+        self.categorical = head_kind(model) == "categorical"
+        self.width = 2 * c.gate_channels
+        self.stream = ConditioningStream(model, batch, length, local, global_cond, dtype)
+        self.lengths = [layer.conv.buffer_length for layer in model.layers]
+        self.rings = [torch.zeros(batch, c.residual_channels, n, device=device, dtype=dtype)
+                      for n in self.lengths]
+        k = c.kernel_size
+        self.tap_offsets = [torch.tensor([(k - 1 - j) * d for j in range(k)], device=device)
+                            for d in c.dilations]
+        self.time_t = torch.full((), self.time, dtype=torch.int64, device=device)
+        if prompt is not None and prompt.shape[-1] > 0:
+            count = prompt.shape[-1]
+            for ring, x, n in zip(self.rings, prime_layer_inputs(model, prompt, self.stream),
+                                  self.lengths):
+                keep = min(n - 1, count)
+                times = torch.arange(count - keep, count, device=device)
+                ring[:, :, times % n] = x[..., count - keep:].to(dtype)
+        self.prev = torch.zeros(batch, device=device,
+                                dtype=torch.int64 if self.categorical else torch.float32)
+        self._static = None
+        self._graphs: dict[float, torch.cuda.CUDAGraph] = {}
+        self._warm: set[float] = set()
+        self.use_graphs = True
+
+    # ----------------------------------------------------------------- one step
+    def _step(self, cond_t: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`WaveNet.step` from ``self.prev`` with device-side ring positions."""
+        model = self.model
+        x = model._embed_step(self.prev)
+        t = self.time_t
+        skips = 0
+        for i, layer in enumerate(model.layers):
+            ring, n = self.rings[i], self.lengths[i]
+            ring.index_copy_(2, torch.remainder(t, n).view(1), x.unsqueeze(2))
+            taps = ring.index_select(2, torch.remainder(t - self.tap_offsets[i], n))
+            conv = layer.conv
+            h = taps.reshape(taps.shape[0], -1) @ conv.weight.reshape(conv.out_channels, -1).t()
+            h = h + conv.bias
+            if cond_t is not None:
+                h = h + cond_t[:, i * self.width:(i + 1) * self.width]
+            a, b = h.split(layer.gate_channels, dim=1)
+            z = torch.tanh(a) * torch.sigmoid(b)
+            skip = F.linear(z, layer.skip.weight[..., 0], layer.skip.bias)
+            if layer.residual is not None:
+                x = x + F.linear(z, layer.residual.weight[..., 0], layer.residual.bias)
+            skips = skips + skip
+        t.add_(1)
+        h = F.relu(skips)
+        h = F.relu(F.linear(h, model.output[1].weight[..., 0], model.output[1].bias))
+        return F.linear(h, model.output[3].weight[..., 0], model.output[3].bias)
+
+    def _draw(self, params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The reference draw (:class:`~wavegen.sampling.autoregressive._Draw`) on device."""
+        head = self.model.head
+        if not self.categorical:
+            return head.sample(params, u, temperature=temperature)
+        logits = torch.log_softmax(params.float(), dim=-1)
+        if temperature > 0:
+            logits = logits / temperature
+        return head.sample(logits, u, temperature=1.0 if temperature > 0 else 0.0)
+
+    def _step_draw(self, cond_t, u, temperature, out) -> None:
+        sample = self._draw(self._step(cond_t), u, temperature)
+        self.prev.copy_(sample)
+        out.copy_(sample)
+
+    def _set_previous(self, previous: torch.Tensor) -> None:
+        if previous.shape != (self.batch,):
+            raise UsageError(f"previous must be [{self.batch}], got {tuple(previous.shape)}")
+        self.prev.copy_(previous)
+
+    # ----------------------------------------------------------------- interface
+    @torch.no_grad()
+    def step_params(self, previous: torch.Tensor) -> torch.Tensor:
+        self._set_previous(previous)
+        cond = self.stream.chunk(self.time, self.time + 1)
+        params = self._step(None if cond is None else cond[:, 0])
+        self.time += 1
+        return params.float()
+
+    @torch.no_grad()
+    def generate(self, previous, uniforms, temperature):
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature >= 0.0):
+            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
+        per = self.model.head.num_uniforms
+        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
+            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
+                             f"got {tuple(uniforms.shape)}")
+        n = uniforms.shape[1]
+        uniforms = uniforms.detach().to(self.device, torch.float32)
+        out = torch.empty(self.batch, n, dtype=self.prev.dtype, device=self.device)
+        self._set_previous(previous)
+        t = 0
+        while (self.use_graphs and n - t >= CHUNK
+               and (self.stream.upsampled is None or self.time + CHUNK <= self.length)):
+            self._chunk(uniforms[:, t:t + CHUNK], temperature)
+            out[:, t:t + CHUNK] = self._static["out"]
+            t += CHUNK
+        for s in range(t, n):
+            cond = self.stream.chunk(self.time, self.time + 1)
+            self._step_draw(None if cond is None else cond[:, 0], uniforms[:, s], temperature,
+                            out[:, s])
+            self.time += 1
+        return out
+
+    # ----------------------------------------------------------------- graphs
+    def _chunk(self, uniforms: torch.Tensor, temperature: float) -> None:
+        """:data:`CHUNK` steps from the static buffers: warm-up, capture or replay."""
+        cond = self.stream.chunk(self.time, self.time + CHUNK)
+        if self._static is None:
+            self._static = {
+                "uniforms": torch.empty(uniforms.shape, device=self.device),
+                "cond": None if cond is None else torch.empty_like(cond),
+                "out": torch.empty(self.batch, CHUNK, dtype=self.prev.dtype, device=self.device)}
+        static = self._static
+        static["uniforms"].copy_(uniforms)
+        if cond is not None:
+            static["cond"].copy_(cond)
+
+        def steps():
+            for s in range(CHUNK):
+                self._step_draw(None if static["cond"] is None else static["cond"][:, s],
+                                static["uniforms"][:, s], temperature, static["out"][:, s])
+
+        graph = self._graphs.get(temperature)
+        if graph is None and temperature in self._warm:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    steps()
+                self._graphs[temperature] = graph
+            except Exception:  # noqa: BLE001 - capture is an optimisation: run eagerly
+                graph = None
+                self.use_graphs = False
+        if graph is not None:
+            graph.replay()
+        else:  # warm-up (first chunk at this temperature) or a failed capture
+            side = torch.cuda.Stream(device=self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                steps()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._warm.add(temperature)
+        self.time += CHUNK
+
+
+class CUDAGraphBackend(Backend):
+    name = "cudagraph"
+    priority = {"cuda": 10}
+
+    def unavailable(self, device):
+        device = torch.device(device)
+        if device.type != "cuda":
+            return f"the cudagraph backend needs a CUDA device (the model is on {device.type})"
+        if not torch.cuda.is_available():
+            return "the cudagraph backend needs a CUDA device (torch.cuda is not available)"
+        return None
+
+    def session(self, model, batch, length, local, global_cond, prompt):
+        reason = self.unavailable(next(model.parameters()).device)
+        if reason is not None:
+            raise KernelUnavailableError(f"cudagraph backend: {reason}")
+        return CUDAGraphSession(model, batch, length, local, global_cond, prompt)
+
+
+__all__ = ["CUDAGraphBackend", "CUDAGraphSession", "CHUNK"]
