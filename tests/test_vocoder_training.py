@@ -29,7 +29,7 @@ from wavegen.data.maestro import read_maestro_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "hifigan-tiny.yaml"
-STEPS = int(os.environ.get("WAVEGEN_TINY_GAN_STEPS", "600"))
+STEPS = int(os.environ.get("WAVEGEN_TINY_GAN_STEPS", "3000"))
 
 
 @pytest.mark.slow
