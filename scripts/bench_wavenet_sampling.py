@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""WaveNet sampling speed: the naive generator vs the cached per-layer PyTorch path.
+"""WaveNet sampling speed: the naive generator, the cached per-layer PyTorch path, and the
+``reference`` and ``cpu`` sampling backends.
 
 Reference configuration (the baseline that the fast-kernel backends must beat): 2 stacks x
 10 layers, kernel 2, residual 64, gate 128, skip 256, 256-way mu-law softmax, 16 kHz,
@@ -10,8 +11,16 @@ recomputes 2047 positions, and both draw from the same uniforms. The cached path
 checked against the naive one before the timing. Weights are random: speed does not depend
 on them.
 
+The backends are timed through ``wavegen.kernels.open_session(...).generate`` alone (the
+session, its priming on the prompt and its weight packing are set up outside the timed
+call), so the numbers are about the sampling step, not the driver. The ``cpu`` backend is
+first checked to draw the reference backend's samples on a short run; then reference and
+cpu repeats alternate (this kind of shared VM drifts by up to 2x over a minute) and the
+median of each is reported, with the ratio cpu / reference.
+
 Usage: python scripts/bench_wavenet_sampling.py [--batches 1 16] [--cached-steps 2000]
-       [--naive-steps 20] [--threads 2] [--repeats 3]
+       [--naive-steps 20] [--backend-steps 2000] [--reference-steps 500] [--threads 2]
+       [--repeats 3] [--skip-driver]
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import time
 
 import torch
 
+from wavegen import kernels
 from wavegen.models.wavenet import WaveNet, WaveNetConfig, describe
 from wavegen.sampling import draw_uniforms, generate
 
@@ -53,40 +63,90 @@ def measure(model: WaveNet, batch: int, steps: int, naive: bool, seed: int = 0):
     return result.samples_per_second, result
 
 
+def backend_inputs(model: WaveNet, batch: int, steps: int, seed: int = 0):
+    """Local features, head-target prompt and uniforms as :func:`measure` makes them."""
+    frames = -(-(model.receptive_field + 1 + steps) // HOP)
+    total = frames * HOP
+    generator = torch.Generator().manual_seed(seed)
+    local = torch.randn(batch, 80, frames, generator=generator)
+    wave = torch.rand(batch, 1, total - steps, generator=generator) * 1.2 - 0.6
+    prompt = model.targets_from_waveform(wave)
+    uniforms = draw_uniforms(batch, steps, model.head.num_uniforms, seed)
+    return total, local, prompt, uniforms
+
+
+def backend_samples(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0):
+    """(samples, seconds of the generate call) of backend ``name``."""
+    total, local, prompt, uniforms = backend_inputs(model, batch, steps, seed)
+    used, session = kernels.open_session(name, model, batch, total, local, None, prompt)
+    assert used == name
+    start = time.perf_counter()
+    samples = session.generate(prompt[:, -1], uniforms, 1.0)
+    return samples, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--cached-steps", type=int, default=2000)
     parser.add_argument("--naive-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="cached runs (median taken)")
+    parser.add_argument("--backend-steps", type=int, default=2000,
+                        help="samples per item in each timed cpu backend run")
+    parser.add_argument("--reference-steps", type=int, default=500,
+                        help="samples per item in each timed reference backend run")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="cached and backend runs (median taken)")
+    parser.add_argument("--skip-driver", action="store_true",
+                        help="time only the backends (not the naive and cached drivers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = WaveNet(reference_config()).eval()
 
-    # Correctness first: the cached path reproduces the naive generator's samples.
-    _, naive = measure(model, 2, 8, naive=True, seed=1)
-    _, cached = measure(model, 2, 8, naive=False, seed=1)
-    assert torch.equal(naive.samples, cached.samples), "cached and naive samplers disagree"
+    # Correctness first: the cached path reproduces the naive generator's samples, and the
+    # cpu backend the reference backend's.
+    if not args.skip_driver:
+        _, naive = measure(model, 2, 8, naive=True, seed=1)
+        _, cached = measure(model, 2, 8, naive=False, seed=1)
+        assert torch.equal(naive.samples, cached.samples), "cached and naive samplers disagree"
+    reason = kernels.why_not("cpu", model)
+    if reason is not None:
+        raise SystemExit(f"the cpu backend cannot run here: {reason}")
+    expected, _ = backend_samples(model, "reference", 2, 64, seed=1)
+    got, _ = backend_samples(model, "cpu", 2, 64, seed=1)
+    assert torch.equal(expected, got), "cpu and reference backends disagree"
 
     rows = []
     for batch in args.batches:
-        naive_rate, _ = measure(model, batch, args.naive_steps, naive=True)
-        cached_rate = statistics.median(
-            measure(model, batch, args.cached_steps, naive=False, seed=r)[0]
-            for r in range(args.repeats))
-        rows.append((batch, naive_rate, cached_rate))
+        naive_rate = cached_rate = float("nan")
+        if not args.skip_driver:
+            naive_rate, _ = measure(model, batch, args.naive_steps, naive=True)
+            cached_rate = statistics.median(
+                measure(model, batch, args.cached_steps, naive=False, seed=r)[0]
+                for r in range(args.repeats))
+        rates = {"reference": [], "cpu": []}
+        steps = {"reference": args.reference_steps, "cpu": args.backend_steps}
+        for r in range(args.repeats):  # alternate, so both see the same drift
+            for name in rates:
+                _, seconds = backend_samples(model, name, batch, steps[name], seed=r)
+                rates[name].append(batch * steps[name] / seconds)
+        rows.append((batch, naive_rate, cached_rate, statistics.median(rates["reference"]),
+                     statistics.median(rates["cpu"])))
 
     print(f"# {describe(model.config)}; {model.num_parameters() / 1e6:.2f} M parameters")
     print(f"# {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} "
           f"({args.threads} threads), {time.strftime('%Y-%m-%d')}")
-    print(f"| {'batch':>5} | {'naive samples/s':>15} | {'cached samples/s':>16} | "
-          f"{'cached / naive':>14} | {'cached x real time':>18} |")
-    print(f"|{'-' * 7}|{'-' * 17}|{'-' * 18}|{'-' * 16}|{'-' * 20}|")
-    for batch, naive_rate, cached_rate in rows:
-        print(f"| {batch:5d} | {naive_rate:15.1f} | {cached_rate:16.1f} | "
-              f"{cached_rate / naive_rate:13.1f}x | {cached_rate / SAMPLE_RATE:17.3f}x |")
+    print("# samples/s, aggregate over the batch; backends: the generate call alone, median "
+          f"of {args.repeats} alternating runs ({args.reference_steps} reference steps, "
+          f"{args.backend_steps} cpu steps)")
+    print(f"| {'batch':>5} | {'naive':>9} | {'cached':>9} | {'reference':>9} | {'cpu':>9} | "
+          f"{'cpu / reference':>15} | {'cpu x real time':>15} |")
+    print(f"|{'-' * 7}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 17}|{'-' * 17}|")
+    for batch, naive_rate, cached_rate, reference_rate, cpu_rate in rows:
+        print(f"| {batch:5d} | {naive_rate:9.1f} | {cached_rate:9.1f} | {reference_rate:9.1f} | "
+              f"{cpu_rate:9.1f} | {cpu_rate / reference_rate:14.1f}x | "
+              f"{cpu_rate / SAMPLE_RATE:14.3f}x |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,501 @@
+"""The ``cpu`` backend: a fused C sampling step, compiled on first use and called via ctypes.
+
+:file:`wavenet_step.c` (beside this file) runs every residual layer, the output stack, the
+draw from pre-drawn uniforms and the feedback of the drawn sample for many steps in one
+call (one call per conditioning chunk), for the whole batch: batch items are split across
+threads (OpenMP), and inside a thread up to 8 items share each weight tile, so every
+weight is read once per step for all of them. The local conditioning's 1x1 projection is
+folded into each layer's conv matrix (the upsampled features are more input columns), so
+the ``L * 2G`` projected channels per sample are never materialised; the projected global
+conditioning is a per-item bias.
+
+Building: the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang`` on ``PATH``)
+compiles the source with ``-O3 -march=native`` into a cache directory
+(``$WAVEGEN_KERNEL_CACHE``, default ``~/.cache/wavegen/kernels``), under a name keyed by
+the source, the compiler and its version, the flags and the machine (so a library built
+for one CPU is never loaded on another). The build goes to a temporary file that is
+renamed into place, under a file lock, so concurrent processes never see a partial
+library. A missing compiler or a failed build is a
+:class:`~wavegen.errors.KernelUnavailableError` (``auto`` then falls back to ``reference``).
+
+Numerics: the head parameters agree with the reference step to ~1e-6 relative (float32
+with FMA, its own vectorised tanh/sigmoid/exp); the draw follows the reference rules of
+:mod:`wavegen.nn.distributions` operation by operation, so the same uniforms give the same
+samples except where a uniform lies within rounding error of a class or bin boundary. For
+the categorical head that is practically never; on the 16-bit grid of the mixture of
+logistics it is ~0.1% of draws (each then one bin off, after which the two runs continue
+from different inputs), as between any two float32 implementations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+
+import torch
+
+from wavegen.errors import KernelUnavailableError, UsageError
+from wavegen.kernels.base import (Backend, ConditioningStream, Session, WaveNetWeights,
+                                  head_kind, prime_layer_inputs)
+
+SOURCE = Path(__file__).with_name("wavenet_step.c")
+#: Compiler flags, tried in order (the second set for compilers without OpenMP). No
+#: -ffast-math: the draw must round like the reference; -ffp-contract=off keeps ``a * b + c``
+#: unfused except where the source asks for an FMA.
+FLAG_SETS = (
+    ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fopenmp"],
+    ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off"],
+)
+ABI_VERSION = 2
+_HEADS = {"categorical": 0, "mol": 1}
+
+
+# --------------------------------------------------------------------------- building
+def cache_dir() -> Path:
+    """Where built libraries are kept (``$WAVEGEN_KERNEL_CACHE`` or ``~/.cache/...``)."""
+    env = os.environ.get("WAVEGEN_KERNEL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "wavegen" / "kernels"
+
+
+def find_compiler() -> list[str] | None:
+    """The C compiler command (``$CC`` split like a shell would, else cc/gcc/clang)."""
+    env = os.environ.get("CC", "").strip()
+    if env:
+        parts = shlex.split(env)
+        exe = shutil.which(parts[0])
+        return [exe, *parts[1:]] if exe else None
+    for name in ("cc", "gcc", "clang"):
+        exe = shutil.which(name)
+        if exe:
+            return [exe]
+    return None
+
+
+_version_cache: dict[tuple[str, ...], str] = {}
+
+
+def _compiler_version(cc: list[str]) -> str:
+    key = tuple(cc)
+    if key not in _version_cache:
+        try:
+            proc = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60)
+            _version_cache[key] = f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        except (OSError, subprocess.SubprocessError) as error:
+            _version_cache[key] = f"unavailable: {error}"
+    return _version_cache[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _machine_identity() -> str:
+    """The CPU the library is built for (-march=native): model and feature flags."""
+    parts = [platform.system(), platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.split(":")[0].strip() in ("vendor_id", "model name", "flags",
+                                                   "Features", "CPU part", "cpu family",
+                                                   "model"):
+                    parts.append(line.strip())
+                elif not line.strip():
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return "\n".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _base_digest() -> str:
+    """What every usable library shares: this source, this machine, this ABI."""
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), _machine_identity().encode(), str(ABI_VERSION).encode()):
+        digest.update(part)
+        digest.update(b"\0\1")
+    return digest.hexdigest()[:16]
+
+
+def _library_name(cc: list[str], flags: list[str]) -> str:
+    """``wavenet_step-<source and machine>-<compiler, version and flags>.so``."""
+    digest = hashlib.sha256()
+    for part in ("\0".join(cc).encode(), _compiler_version(cc).encode(), " ".join(flags).encode()):
+        digest.update(part)
+        digest.update(b"\0\1")
+    return f"wavenet_step-{_base_digest()}-{digest.hexdigest()[:16]}.so"
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class _FileLock:
+    """An exclusive advisory lock on ``path`` (no-op where fcntl does not exist)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.file = open(self.path, "a+b")
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            import fcntl
+
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+
+
+def _compile(cc: list[str], flags: list[str], target: Path) -> str | None:
+    """Builds ``target`` unless it exists; the first line of the error on failure."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with _FileLock(directory / (target.name + ".lock")):
+            if target.exists():
+                return None
+            return _compile_locked(cc, flags, target)
+    except OSError as error:
+        return f"cache directory {directory}: {error}"
+
+
+def _compile_locked(cc: list[str], flags: list[str], target: Path) -> str | None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        try:
+            proc = subprocess.run([*cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"{type(error).__name__}: {error}"
+        if proc.returncode != 0:
+            line = _first_line(proc.stderr) or _first_line(proc.stdout)
+            return line or f"{cc[0]} exited with status {proc.returncode}"
+        os.replace(tmp, target)  # atomic: other processes see no library or all of it
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class _Library:
+    """The loaded shared library and its vector width."""
+
+    def __init__(self, path: Path):
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as error:
+            raise KernelUnavailableError(f"cpu backend: cannot load {path.name}: {error}") from None
+        lib.wg_abi_version.restype = ctypes.c_int
+        lib.wg_vector_width.restype = ctypes.c_int
+        if lib.wg_abi_version() != ABI_VERSION:
+            raise KernelUnavailableError(f"cpu backend: {path.name} has the wrong ABI version")
+        lib.wg_run.restype = ctypes.c_int
+        lib.wg_run.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_double,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_int64]
+        lib.wg_draw.restype = ctypes.c_int
+        lib.wg_draw.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64, ctypes.c_double, ctypes.c_void_p,
+                                ctypes.c_void_p]
+        lib.wg_vector_math.restype = None
+        lib.wg_vector_math.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_int64]
+        self.lib = lib
+        self.path = path
+        self.vector_width = lib.wg_vector_width()
+
+
+_libraries: dict[str, _Library] = {}
+_build_lock = threading.Lock()
+
+
+def load_library() -> _Library:
+    """The compiled step (built on first use); KernelUnavailableError when it cannot be."""
+    cc = find_compiler()
+    directory = cache_dir()
+    with _build_lock:
+        if cc is None:
+            # No compiler: a library built earlier for this source and machine still works.
+            built = _prebuilt(directory)
+            if built is None:
+                raise KernelUnavailableError("cpu backend: no C compiler found (set CC or "
+                                             "install gcc or clang)")
+            return built
+        errors = []
+        for flags in FLAG_SETS:
+            target = directory / _library_name(cc, flags)
+            key = str(target)
+            if key in _libraries:
+                return _libraries[key]
+            error = _compile(cc, flags, target)
+            if error is None:
+                _libraries[key] = _Library(target)
+                return _libraries[key]
+            errors.append(error)
+        raise KernelUnavailableError(f"cpu backend: compiling {SOURCE.name} with {cc[0]} "
+                                     f"failed: {errors[0]}")
+
+
+def _prebuilt(directory: Path) -> _Library | None:
+    """A library built earlier for this source and machine (by any compiler), or None."""
+    for path in sorted(directory.glob(f"wavenet_step-{_base_digest()}-*.so")):
+        key = str(path)
+        if key not in _libraries:
+            try:
+                _libraries[key] = _Library(path)
+            except KernelUnavailableError:
+                continue
+        return _libraries[key]
+    return None
+
+
+def prebuilt_exists() -> bool:
+    """Whether a library for this source and machine is in the cache (no compiler needed)."""
+    return any(cache_dir().glob(f"wavenet_step-{_base_digest()}-*.so"))
+
+
+# --------------------------------------------------------------------------- weights
+class _Model(ctypes.Structure):
+    """Mirror of ``wg_model`` in wavenet_step.c."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in
+                ("layers", "R", "G", "S", "P", "k", "C", "head", "mixtures", "bins")] + \
+               [("log_scale_min", ctypes.c_double)] + \
+               [(name, ctypes.c_void_p) for name in
+                ("dilation", "ring_len", "ring_off", "conv_w", "conv_b", "res_w", "res_b",
+                 "skip_w", "skip_b", "out1_w", "out1_b", "out2_w", "out2_b", "embed")]
+
+
+def _pack(w: torch.Tensor, vl: int) -> torch.Tensor:
+    """``[out, in]`` -> ``[ceil(out / vl), in, vl]`` (zero-padded output channels)."""
+    nout, nin = w.shape
+    nvec = -(-nout // vl)
+    padded = w.new_zeros(nvec * vl, nin)
+    padded[:nout] = w
+    return padded.view(nvec, vl, nin).transpose(1, 2).contiguous()
+
+
+def _pad(b: torch.Tensor, vl: int) -> torch.Tensor:
+    out = b.new_zeros(-(-b.numel() // vl) * vl)
+    out[:b.numel()] = b
+    return out
+
+
+class PackedWeights:
+    """A model's weights in the kernel's layout (see wavenet_step.c)."""
+
+    def __init__(self, model, vl: int):
+        w = WaveNetWeights.from_model(model, torch.float32)
+        c = model.config
+        self.R, self.G, self.S = c.residual_channels, c.gate_channels, c.skip_channels
+        self.P = model.head.num_params
+        self.k = c.kernel_size
+        self.dilations = list(w.dilations)
+        self.embed = w.embed
+        # Each layer's conv matrix [2G, k R] gets the layer's slice of the local
+        # projection [2G, C] as more input columns: the kernel projects the upsampled
+        # features per step inside the conv instead of reading L * 2G projected channels.
+        self.C = c.local_channels if c.has_local else 0
+        local = model.local_projection.weight.detach().float()[..., 0] if self.C else None
+        self.conv_w = []
+        for layer, cw in enumerate(w.conv_w):
+            matrix = cw.permute(1, 0, 2).reshape(2 * self.G, self.k * self.R)
+            if local is not None:
+                matrix = torch.cat([matrix, local[layer * 2 * self.G:(layer + 1) * 2 * self.G]], 1)
+            self.conv_w.append(_pack(matrix, vl))
+        self.conv_b = [_pad(b, vl) for b in w.conv_b]
+        self.res_w = [None if r is None else _pack(r, vl) for r in w.res_w]
+        self.res_b = [None if r is None else _pad(r, vl) for r in w.res_b]
+        self.skip_w = [_pack(s, vl) for s in w.skip_w]
+        self.skip_b = [_pad(s, vl) for s in w.skip_b]
+        self.out1_w, self.out1_b = _pack(w.out1_w, vl), _pad(w.out1_b, vl)
+        self.out2_w, self.out2_b = _pack(w.out2_w, vl), _pad(w.out2_b, vl)
+        self.pointer_arrays = {
+            name: (ctypes.c_void_p * len(tensors))(
+                *[None if t is None else t.data_ptr() for t in tensors])
+            for name, tensors in (("conv_w", self.conv_w), ("conv_b", self.conv_b),
+                                  ("res_w", self.res_w), ("res_b", self.res_b),
+                                  ("skip_w", self.skip_w), ("skip_b", self.skip_b))}
+
+
+_packs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def packed_weights(model, vl: int) -> PackedWeights:
+    """The model's packed weights, cached until a parameter changes (in place or replaced)."""
+    key = (vl, tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters()))
+    cached = _packs.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    packed = PackedWeights(model, vl)
+    _packs[model] = (key, packed)
+    return packed
+
+
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+# --------------------------------------------------------------------------- session
+class CPUSession(Session):
+    """Ring buffers of every layer for ``batch`` items, advanced by the C step.
+
+    ``threads`` (default ``torch.get_num_threads()``) bounds the threads a call uses; each
+    runs its own share of the batch, so a batch of one runs on one thread.
+    """
+
+    def __init__(self, model, batch, length, local, global_cond, prompt,
+                 threads: int | None = None):
+        super().__init__(model, batch, length, local, global_cond, prompt)
+        self.library = load_library()
+        self.threads = threads or torch.get_num_threads()
+        vl = self.library.vector_width
+        self.kind = head_kind(model)
+        self.weights = w = packed_weights(model, vl)
+        self.stream = ConditioningStream(model, batch, length, local, global_cond)
+        lengths = [(w.k - 1) * d + 1 for d in w.dilations]
+        offsets, total = [], 0
+        for n in lengths:
+            offsets.append(total)
+            total += batch * n * w.R
+        self.ring = torch.zeros(total, dtype=torch.float32)
+        self.pos = torch.zeros(len(lengths), dtype=torch.int64)
+        self._ring_len = torch.tensor(lengths, dtype=torch.int64)
+        self._ring_off = torch.tensor(offsets, dtype=torch.int64)
+        self._dilation = torch.tensor(w.dilations, dtype=torch.int64)
+        if prompt is not None and prompt.shape[-1] > 0:
+            inputs = prime_layer_inputs(model, prompt, self.stream)
+            for layer, (x, n, off) in enumerate(zip(inputs, lengths, offsets)):
+                context = n - 1
+                view = self.ring[off:off + batch * n * w.R].view(batch, n, w.R)
+                keep = x[..., x.shape[-1] - min(context, x.shape[-1]):]
+                view[:, context - keep.shape[-1]:context] = keep.transpose(1, 2).float()
+                self.pos[layer] = context
+        head = model.head
+        arrays = w.pointer_arrays
+        self._global = None if self.stream.global_bias is None else \
+            self.stream.global_bias.detach().to(torch.float32).contiguous()
+        self._model = _Model(
+            layers=len(lengths), R=w.R, G=w.G, S=w.S, P=w.P, k=w.k, C=w.C,
+            head=_HEADS[self.kind],
+            mixtures=getattr(head, "num_mixtures", 0), bins=getattr(head, "bins", 0),
+            log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
+            dilation=self._dilation.data_ptr(), ring_len=self._ring_len.data_ptr(),
+            ring_off=self._ring_off.data_ptr(),
+            conv_w=ctypes.addressof(arrays["conv_w"]), conv_b=ctypes.addressof(arrays["conv_b"]),
+            res_w=ctypes.addressof(arrays["res_w"]), res_b=ctypes.addressof(arrays["res_b"]),
+            skip_w=ctypes.addressof(arrays["skip_w"]), skip_b=ctypes.addressof(arrays["skip_b"]),
+            out1_w=w.out1_w.data_ptr(), out1_b=w.out1_b.data_ptr(),
+            out2_w=w.out2_w.data_ptr(), out2_b=w.out2_b.data_ptr(), embed=w.embed.data_ptr())
+
+    def _embed(self, previous: torch.Tensor) -> torch.Tensor:
+        """The first step's input ``[B, R]``, as :meth:`WaveNet._embed_step` computes it."""
+        if previous.shape != (self.batch,):
+            raise UsageError(f"previous must be [{self.batch}], got {tuple(previous.shape)}")
+        previous = previous.cpu()
+        embed = self.weights.embed
+        if self.kind == "categorical":
+            return embed[previous.long()].contiguous()
+        return (previous.to(torch.float32)[:, None] * embed[0] + embed[1]).contiguous()
+
+    def _run(self, n: int, first, uniforms, temperature: float, classes, values, params):
+        if self.stream.upsampled is not None and self.time + n > self.length:
+            raise UsageError(f"the local conditioning covers {self.length} samples; step "
+                             f"{self.time + n} is past its end")
+        local = None
+        if self.stream.upsampled is not None:  # [B, C, T] -> time-major [B, n, C]
+            local = self.stream.upsampled[..., self.time:self.time + n].detach() \
+                .to(torch.float32).transpose(1, 2).contiguous()
+        status = self.library.lib.wg_run(
+            ctypes.byref(self._model), self.ring.data_ptr(), self.pos.data_ptr(), self.batch,
+            n, _pointer(first), _pointer(local), _pointer(self._global), _pointer(uniforms),
+            float(temperature),
+            _pointer(classes), _pointer(values), _pointer(params), int(self.threads))
+        if status != 0:
+            raise RuntimeError(f"cpu sampling kernel failed (status {status})")
+        self.time += n
+
+    @torch.no_grad()
+    def step_params(self, previous: torch.Tensor) -> torch.Tensor:
+        params = torch.empty(self.batch, 1, self.weights.P, dtype=torch.float32)
+        self._run(1, self._embed(previous), None, 0.0, None, None, params)
+        return params[:, 0]
+
+    @torch.no_grad()
+    def generate(self, previous, uniforms, temperature):
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature >= 0.0):
+            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
+        per = self.model.head.num_uniforms
+        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
+            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
+                             f"got {tuple(uniforms.shape)}")
+        n = uniforms.shape[1]
+        uniforms = uniforms.detach().to(device="cpu", dtype=torch.float32)
+        dtype = torch.int64 if self.kind == "categorical" else torch.float32
+        out = torch.empty(self.batch, n, dtype=dtype)
+        first = self._embed(previous)
+        step = self.stream.chunk_length()
+        for t0 in range(0, n, step):
+            m = min(step, n - t0)
+            chunk = out if m == n else torch.empty(self.batch, m, dtype=dtype)
+            u = uniforms[:, t0:t0 + m].contiguous()
+            self._run(m, first, u, temperature, chunk if dtype == torch.int64 else None,
+                      chunk if dtype == torch.float32 else None, None)
+            if chunk is not out:
+                out[:, t0:t0 + m] = chunk
+            first = None  # the last drawn sample is already fed back into the ring
+        return out
+
+
+class CPUBackend(Backend):
+    name = "cpu"
+    priority = {"cpu": 10}
+
+    def unavailable(self, device):
+        device = torch.device(device)
+        if device.type != "cpu":
+            return f"the cpu backend runs models on the CPU, not {device.type}"
+        if find_compiler() is not None or prebuilt_exists():
+            return None
+        return "no C compiler found (set CC or install gcc or clang)"
+
+    def unsupported(self, model, options):
+        kind = head_kind(model)
+        if kind == "gaussian":
+            return "the Gaussian head is not implemented by the cpu kernel"
+        dtypes = sorted({str(p.dtype) for p in model.parameters()})
+        if dtypes != ["torch.float32"]:
+            return f"the cpu kernel needs float32 weights, got {', '.join(dtypes)}"
+        if model.config.kernel_size > 64:
+            return "the cpu kernel supports kernel sizes up to 64"
+        return None
+
+    def session(self, model, batch, length, local, global_cond, prompt):
+        return CPUSession(model, batch, length, local, global_cond, prompt)
+
+
+__all__ = ["CPUBackend", "CPUSession", "PackedWeights", "cache_dir", "find_compiler",
+           "load_library", "packed_weights"]

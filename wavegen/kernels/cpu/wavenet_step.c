@@ -1,0 +1,614 @@
+/*
+ * Fused incremental WaveNet sampling step for the CPU (the ``cpu`` backend of wavegen).
+ *
+ * Plain C99 plus GCC/Clang vector extensions (and <immintrin.h> FMA intrinsics where the
+ * target has them); no Python or torch headers: wavegen.kernels.cpu compiles this file
+ * with the system compiler and calls it through ctypes.
+ *
+ * One call of wg_run() runs ``n`` steps for a batch: every residual layer, the output
+ * stack, the draw from the given uniforms and the feedback of the drawn sample.
+ *
+ * Layouts (all float32, all owned by Python):
+ *   packed matrix  W [nout, nin] as [ceil(nout / VL)][nin][VL]: one contiguous stream of
+ *                  nin vectors per group of VL output channels (zero padded), so a tile of
+ *                  NV output vectors x NB batch items keeps NV * NB accumulators in registers
+ *                  and reads each weight once per step for all NB items.
+ *   conv weights   W [2G, k * R], input index j * R + c = tap j (time t - (k-1-j) d), channel c.
+ *   ring buffers   per layer l: [B][len_l][R] at ring + ring_off[l], len_l = (k - 1) d_l + 1;
+ *                  pos[l] is the slot of the current step's input (advanced once per step).
+ *   local          [B][n][C]: upsampled local conditioning, time-major (NULL when C = 0);
+ *                  its projection to the gates is part of each layer's conv matrix.
+ *   global_bias    [B][L * 2G]: projected global conditioning, or NULL.
+ *   uniforms       [B][n][U] or NULL (no draw: one step that only writes params).
+ *
+ * Numerics: all matrix products accumulate in float32 with FMA; tanh, sigmoid and exp are
+ * vectorised here (relative error ~1e-7). The draw reproduces wavegen's reference rules
+ * (wavegen/nn/distributions.py): this file is compiled with -ffp-contract=off, so a * b + c
+ * is never fused unless written as vfma() (the grid snapping and the continuous input
+ * embedding must round exactly like the separate torch operations).
+ */
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+/* Unaligned, aliasing-safe vector access. */
+typedef float vfu __attribute__((vector_size(VL * 4), aligned(4), may_alias));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vf vload(const float *p) { return *(const vfu *)p; }
+INLINE void vstore(float *p, vf v) { *(vfu *)p = v; }
+#define REP4(x) x, x, x, x
+INLINE vf vsplat(float x)
+{
+#if VL == 16
+    return (vf){REP4(x), REP4(x), REP4(x), REP4(x)};
+#elif VL == 8
+    return (vf){REP4(x), REP4(x)};
+#else
+    return (vf){REP4(x)};
+#endif
+}
+
+INLINE vf vfma(vf a, vf b, vf c) /* a * b + c, fused where the target has FMA */
+{
+#if defined(__AVX512F__)
+    return _mm512_fmadd_ps(a, b, c);
+#elif defined(__FMA__) && VL == 8
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
+INLINE vf vsel(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
+INLINE vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+INLINE vf vmin(vf a, vf b) { return vsel(a < b, a, b); }
+
+/* Loads/stores of the first n (< VL allowed) floats of a vector. */
+INLINE vf vload_n(const float *p, int n)
+{
+    if (n >= VL)
+        return vload(p);
+    float tmp[VL] = {0};
+    memcpy(tmp, p, (size_t)n * sizeof(float));
+    return vload(tmp);
+}
+
+INLINE void vstore_n(float *p, vf v, int n)
+{
+    if (n >= VL) {
+        vstore(p, v);
+        return;
+    }
+    float tmp[VL];
+    vstore(tmp, v);
+    memcpy(p, tmp, (size_t)n * sizeof(float));
+}
+
+/* ------------------------------------------------------------------ vector math */
+
+/* exp(x), relative error below 1e-7; 0 below -87.33 (no denormals), inputs above 88.3
+ * clamped there (no inf). */
+INLINE vf v_exp(vf x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    vi underflow = x < vsplat(-87.33f);
+    x = vmin(vmax(x, vsplat(-87.33f)), vsplat(88.3f));
+    vf n = (x * vsplat(1.44269504088896341f) + vsplat(magic)) - vsplat(magic);
+    vf r = vfma(n, vsplat(-0.693359375f), x);
+    r = vfma(n, vsplat(2.12194440e-4f), r);
+    vf p = vsplat(1.0f / 5040.0f);
+    p = vfma(p, r, vsplat(1.0f / 720.0f));
+    p = vfma(p, r, vsplat(1.0f / 120.0f));
+    p = vfma(p, r, vsplat(1.0f / 24.0f));
+    p = vfma(p, r, vsplat(1.0f / 6.0f));
+    p = vfma(p, r, vsplat(0.5f));
+    p = vfma(p, r, vsplat(1.0f));
+    p = vfma(p, r, vsplat(1.0f));
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return (vf)(~underflow & (vi)(p * (vf)e));
+}
+
+INLINE vf v_sigmoid(vf x) { return vsplat(1.0f) / (vsplat(1.0f) + v_exp(-x)); }
+
+/* tanh: odd Taylor polynomial below |x| = 0.5 (no cancellation near 0), else
+ * 1 - 2 / (exp(2|x|) + 1); relative error ~2e-7. */
+INLINE vf v_tanh(vf x)
+{
+    vi sign = (vi)x & (vi)vsplat(-0.0f);
+    vf a = (vf)((vi)x & ~(vi)vsplat(-0.0f));
+    vf big = vsplat(1.0f) - vsplat(2.0f) / (v_exp(a + a) + vsplat(1.0f));
+    vf s = a * a;
+    vf p = vsplat(-929569.0f / 638512875.0f);
+    p = vfma(p, s, vsplat(21844.0f / 6081075.0f));
+    p = vfma(p, s, vsplat(-1382.0f / 155925.0f));
+    p = vfma(p, s, vsplat(62.0f / 2835.0f));
+    p = vfma(p, s, vsplat(-17.0f / 315.0f));
+    p = vfma(p, s, vsplat(2.0f / 15.0f));
+    p = vfma(p, s, vsplat(-1.0f / 3.0f));
+    p = p * s;
+    vf small = vfma(p, a, a);
+    vf r = vsel(a < vsplat(0.5f), small, big);
+    return (vf)((vi)r | sign);
+}
+
+/* ------------------------------------------------------------------ matrix tiles */
+
+/* A contiguous piece of a matrix product's input: len floats at x for item 0, the next
+ * item's stride floats further. */
+typedef struct {
+    const float *x;
+    ptrdiff_t stride;
+    int len;
+} segment;
+
+#define MAXSEG 66
+
+typedef struct {
+    const float *w;      /* packed [nvec][nin][VL] */
+    int nin, nout;
+    int nseg;            /* nin = sum of the segments' lengths */
+    const segment *segs;
+    const float *bias;   /* [nvec * VL] (zero padded) */
+    const float *init;   /* item 0's addend [nout] or NULL; items init_stride apart */
+    ptrdiff_t init_stride;
+    float *out;          /* item 0's output [nout]; items out_stride apart */
+    ptrdiff_t out_stride;
+} mm_args;
+
+/*
+ * One register tile: output vectors v0 .. v0 + NV - 1 for NB items,
+ *   out[b][o] = bias[o] + init[b][o] + sum_i W[o][i] x_b[i],
+ * the input x_b being the concatenation of the segments (segs[s].x + b * segs[s].stride,
+ * segs[s].len floats each). Each weight vector is loaded once and used for all NB items. NV and NB are
+ * literals, so the loops unroll and the NV * NB accumulators stay in registers.
+ */
+#define TILE_FN(NV, NB)                                                                      \
+    static void tile_##NV##_##NB(const mm_args *a, int v0)                                   \
+    {                                                                                        \
+        vf acc[NV * NB];                                                                     \
+        const size_t vstride = (size_t)a->nin * VL;                                          \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
+        {                                                                                    \
+            int o = (v0 + v) * VL;                                                           \
+            vf bias = vload(a->bias + o);                                                    \
+            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
+                acc[b * NV + v] = a->init                                                    \
+                    ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;  \
+        }                                                                                    \
+        const float *w = a->w + (size_t)v0 * vstride;                                        \
+        for (int s = 0; s < a->nseg; s++) {                                                  \
+            const float *x = a->segs[s].x;                                                   \
+            const ptrdiff_t xstride = a->segs[s].stride;                                     \
+            const int seglen = a->segs[s].len;                                               \
+            for (int i = 0; i < seglen; i++, w += VL) {                                      \
+                vf wv[NV];                                                                   \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                         \
+                    wv[v] = vload(w + v * vstride);                                          \
+                _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                         \
+                {                                                                            \
+                    vf xv = vsplat(x[b * xstride + i]);                                      \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                     \
+                        acc[b * NV + v] = vfma(wv[v], xv, acc[b * NV + v]);                  \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
+        {                                                                                    \
+            int o = (v0 + v) * VL;                                                           \
+            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
+                vstore_n(a->out + b * a->out_stride + o, acc[b * NV + v], a->nout - o);      \
+        }                                                                                    \
+    }
+
+typedef void (*tile_fn)(const mm_args *, int);
+
+/* The widest tile (output vectors) for NB items: NB * NV accumulators plus NV weights must
+ * fit the register file (32 vector registers with AVX-512, 16 otherwise). */
+#if VL == 16
+#define NBMAX 8
+static const int nv_for_nb[NBMAX + 1] = {0, 8, 6, 6, 5, 4, 3, 3, 3};
+#define T3(NB) TILE_FN(1, NB) TILE_FN(2, NB) TILE_FN(3, NB)
+#define T4(NB) T3(NB) TILE_FN(4, NB)
+#define T5(NB) T4(NB) TILE_FN(5, NB)
+#define T6(NB) T5(NB) TILE_FN(6, NB)
+#define T8(NB) T6(NB) TILE_FN(7, NB) TILE_FN(8, NB)
+T8(1) T6(2) T6(3) T5(4) T4(5) T3(6) T3(7) T3(8)
+#define R3(NB) tile_1_##NB, tile_2_##NB, tile_3_##NB
+#define R4(NB) R3(NB), tile_4_##NB
+#define R5(NB) R4(NB), tile_5_##NB
+#define R6(NB) R5(NB), tile_6_##NB
+#define R8(NB) R6(NB), tile_7_##NB, tile_8_##NB
+static const tile_fn tiles[NBMAX][8] = {{R8(1)}, {R6(2)}, {R6(3)}, {R5(4)},
+                                        {R4(5)}, {R3(6)}, {R3(7)}, {R3(8)}};
+#else
+#define NBMAX 4
+static const int nv_for_nb[NBMAX + 1] = {0, 4, 4, 3, 2};
+#define T2(NB) TILE_FN(1, NB) TILE_FN(2, NB)
+#define T3(NB) T2(NB) TILE_FN(3, NB)
+#define T4(NB) T3(NB) TILE_FN(4, NB)
+T4(1) T4(2) T3(3) T2(4)
+#define R2(NB) tile_1_##NB, tile_2_##NB
+#define R3(NB) R2(NB), tile_3_##NB
+#define R4(NB) R3(NB), tile_4_##NB
+static const tile_fn tiles[NBMAX][8] = {{R4(1)}, {R4(2)}, {R3(3)}, {R2(4)}};
+#endif
+
+/* out[b] = bias + init[b] + W x[b] for nb items, output vectors [vbeg, vend). */
+static void matmul_range(const mm_args *a, int nb, int vbeg, int vend)
+{
+    int blocks = (nb + NBMAX - 1) / NBMAX;
+    int b0 = 0;
+    for (int blk = 0; blk < blocks; blk++) {
+        int bb = (nb - b0) / (blocks - blk);  /* balanced item blocks */
+        mm_args s = *a;
+        segment segs[MAXSEG];
+        for (int i = 0; i < a->nseg; i++) {
+            segs[i] = a->segs[i];
+            segs[i].x += b0 * segs[i].stride;
+        }
+        s.segs = segs;
+        if (s.init)
+            s.init += b0 * a->init_stride;
+        s.out += b0 * a->out_stride;
+        /* As few tiles as the register file allows, of near-equal widths. */
+        int ntiles = (vend - vbeg + nv_for_nb[bb] - 1) / nv_for_nb[bb];
+        for (int tile = 0, v0 = vbeg; tile < ntiles; tile++) {
+            int nv = (vend - v0) / (ntiles - tile);
+            tiles[bb - 1][nv - 1](&s, v0);
+            v0 += nv;
+        }
+        b0 += bb;
+    }
+}
+
+static void matmul(const mm_args *a, int nb)
+{
+    matmul_range(a, nb, 0, (a->nout + VL - 1) / VL);
+}
+
+/* ------------------------------------------------------------------ model */
+
+enum { HEAD_CATEGORICAL = 0, HEAD_MOL = 1 };
+
+/* Mirrored by ctypes in wavegen/kernels/cpu/__init__.py: int64 and pointers only. */
+typedef struct {
+    int64_t layers, R, G, S, P, k;
+    int64_t C;             /* local conditioning channels (0: none) */
+    int64_t head;          /* HEAD_CATEGORICAL or HEAD_MOL */
+    int64_t mixtures;      /* MoL components M (P = 3M) */
+    int64_t bins;          /* MoL grid levels */
+    double log_scale_min;
+    const int64_t *dilation;   /* [layers] */
+    const int64_t *ring_len;   /* [layers] */
+    const int64_t *ring_off;   /* [layers] float offsets of each layer's [B][len][R] block */
+    const float *const *conv_w;  /* packed [2G, k R + C] per layer (taps, then local proj.) */
+    const float *const *conv_b;  /* [2G] padded */
+    const float *const *res_w;   /* packed [R, G] (NULL for the last layer) */
+    const float *const *res_b;
+    const float *const *skip_w;  /* packed [S, G] */
+    const float *const *skip_b;
+    const float *out1_w, *out1_b;  /* packed [S, S] */
+    const float *out2_w, *out2_b;  /* packed [P, S] */
+    const float *embed;          /* categorical: [K][R]; MoL: [2][R] (weight, bias) */
+} wg_model;
+
+int wg_vector_width(void) { return VL; }
+
+int wg_abi_version(void) { return 2; }
+
+static size_t rup(size_t n) { return (n + VL - 1) / VL * VL; }
+
+/* ------------------------------------------------------------------ draws */
+
+/* Categorical (reference: log_softmax, / T, inverse-CDF with a float64 running sum). */
+static int64_t draw_categorical(const float *p, int K, float u, double temperature,
+                                float *work)
+{
+    float m = p[0];
+    for (int k = 1; k < K; k++)
+        m = p[k] > m ? p[k] : m;
+    float sum = 0.0f;
+    int kv = K / VL * VL;
+    vf vs = vsplat(0.0f);
+    for (int k = 0; k < kv; k += VL)
+        vs += v_exp(vload(p + k) - vsplat(m));
+    for (int i = 0; i < VL; i++)
+        sum += vs[i];
+    for (int k = kv; k < K; k++)
+        sum += v_exp(vsplat(p[k] - m))[0];
+    float logsum = logf(sum);
+    for (int k = 0; k < K; k++)
+        work[k] = (p[k] - m) - logsum;
+    if (temperature == 0.0) {
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (work[k] > work[best])
+                best = k;
+        return best;
+    }
+    float t = (float)temperature;
+    float mz = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        work[k] = work[k] / t;
+        mz = work[k] > mz ? work[k] : mz;
+    }
+    for (int k = 0; k < kv; k += VL)
+        vstore(work + k, v_exp(vload(work + k) - vsplat(mz)));
+    for (int k = kv; k < K; k++)
+        work[k] = v_exp(vsplat(work[k] - mz))[0];
+    double run = 0.0;
+    for (int k = 0; k < K; k++) {
+        run += (double)work[k];
+        work[k] = (float)run;
+    }
+    float threshold = u * work[K - 1];
+    int64_t count = 0;
+    for (int k = 0; k < K; k++)
+        count += work[k] <= threshold;
+    return count < K ? count : K - 1;
+}
+
+/* Component choice of the mixture: the categorical rule on the raw mixture logits. */
+static int draw_component(const float *logits, int M, float u, double temperature, float *work)
+{
+    if (temperature == 0.0) {
+        int best = 0;
+        for (int k = 1; k < M; k++)
+            if (logits[k] > logits[best])
+                best = k;
+        return best;
+    }
+    float t = (float)temperature;
+    float mz = -INFINITY;
+    for (int k = 0; k < M; k++) {
+        work[k] = logits[k] / t;
+        mz = work[k] > mz ? work[k] : mz;
+    }
+    double run = 0.0;
+    for (int k = 0; k < M; k++) {
+        run += (double)expf(work[k] - mz);
+        work[k] = (float)run;
+    }
+    float threshold = u * work[M - 1];
+    int count = 0;
+    for (int k = 0; k < M; k++)
+        count += work[k] <= threshold;
+    return count < M ? count : M - 1;
+}
+
+static float draw_mol(const float *p, int M, int64_t bins, float log_scale_min, float u0,
+                      float u1, double temperature, float *work)
+{
+    int c = draw_component(p, M, u0, temperature, work);
+    float x = p[M + c];
+    if (temperature > 0.0) {
+        float log_scale = p[2 * M + c] < log_scale_min ? log_scale_min : p[2 * M + c];
+        float scale = (float)temperature * expf(log_scale);
+        float logistic = logf(u1) - log1pf(-u1);
+        float step = scale * logistic;
+        x = x + step;
+    }
+    double xd = (double)x;
+    xd = xd < -1.0 ? -1.0 : (xd > 1.0 ? 1.0 : xd);
+    double index = nearbyint((xd + 1.0) * ((double)(bins - 1) / 2.0));
+    float value = (float)index * (float)(2.0 / (double)(bins - 1));
+    return value - 1.0f;
+}
+
+/* Continuous heads' input: value * w + b, rounded twice like the torch expression. */
+static void embed_value(const float *embed, int R, float v, float *out)
+{
+    const float *w = embed, *bias = embed + R;
+    for (int r = 0; r < R; r++) {
+        float prod = v * w[r];
+        out[r] = prod + bias[r];
+    }
+}
+
+/* The draw alone, from given params [B][P] and uniforms [B][U] (for the tests). */
+int wg_draw(const wg_model *m, const float *params, const float *uniforms, int64_t batch,
+            double temperature, int64_t *classes_out, float *values_out)
+{
+    const int P = (int)m->P, U = m->head == HEAD_MOL ? 2 : 1;
+    float *work = (float *)calloc(rup(P) + VL, sizeof(float));
+    if (!work)
+        return 1;
+    for (int64_t b = 0; b < batch; b++) {
+        const float *p = params + b * P, *u = uniforms + b * U;
+        if (m->head == HEAD_CATEGORICAL)
+            classes_out[b] = draw_categorical(p, P, u[0], temperature, work);
+        else
+            values_out[b] = draw_mol(p, (int)m->mixtures, m->bins, (float)m->log_scale_min,
+                                     u[0], u[1], temperature, work);
+    }
+    free(work);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the step loop */
+
+/* Runs items [b0, b1) for n steps (one thread's share). */
+static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_t b0,
+                     int64_t b1, int64_t n, const float *first_input, const float *local,
+                     const float *global_bias,
+                     const float *uniforms, double temperature,
+                     int64_t *classes_out, float *values_out, float *params_out)
+{
+    const int L = (int)m->layers, R = (int)m->R, G = (int)m->G, S = (int)m->S;
+    const int P = (int)m->P, k = (int)m->k;
+    const int nb = (int)(b1 - b0);
+    const int C = (int)m->C;
+    const ptrdiff_t gw = (ptrdiff_t)L * 2 * G;  /* global_bias width */
+    const int U = m->head == HEAD_MOL ? 2 : 1;
+    const size_t G2p = rup(2 * (size_t)G), Gp = rup(G), Sp = rup(S), Pp = rup(P);
+    size_t floats = nb * (G2p + Gp + 2 * Sp + Pp) + Pp + 4 * VL;
+    float *scratch = (float *)calloc(floats, sizeof(float));
+    int64_t *pos = (int64_t *)malloc(L * sizeof(int64_t));
+    if (!scratch || !pos) {
+        free(scratch);
+        free(pos);
+        return 1;
+    }
+    float *h = scratch, *z = h + nb * G2p, *skip = z + nb * Gp, *h1 = skip + nb * Sp;
+    float *params = h1 + nb * Sp, *work = params + nb * Pp;
+    memcpy(pos, pos0, L * sizeof(int64_t));
+
+    /* Pointer to item b's (absolute index) slot in layer l's ring. */
+#define RING(l, b, slot) (ring + m->ring_off[l] + ((b) * m->ring_len[l] + (slot)) * R)
+
+    if (first_input)
+        for (int64_t b = b0; b < b1; b++)
+            memcpy(RING(0, b, pos[0]), first_input + b * R, R * sizeof(float));
+
+    for (int64_t t = 0; t < n; t++) {
+        for (int l = 0; l < L; l++) {
+            const int64_t len = m->ring_len[l], d = m->dilation[l];
+            const int64_t cur = pos[l];
+            segment segs[MAXSEG];
+            for (int j = 0; j < k; j++) {
+                int64_t slot = (cur - (int64_t)(k - 1 - j) * d) % len;
+                segs[j].x = RING(l, b0, slot < 0 ? slot + len : slot);
+                segs[j].stride = (ptrdiff_t)len * R;
+                segs[j].len = R;
+            }
+            if (C > 0) {  /* the local projection: more input columns of the conv */
+                segs[k].x = local + (b0 * n + t) * C;
+                segs[k].stride = n * C;
+                segs[k].len = C;
+            }
+            mm_args conv = {m->conv_w[l], k * R + C, 2 * G, k + (C > 0), segs, m->conv_b[l],
+                            global_bias ? global_bias + b0 * gw + (ptrdiff_t)l * 2 * G : NULL,
+                            gw, h, (ptrdiff_t)G2p};
+            matmul(&conv, nb);
+            for (int b = 0; b < nb; b++) {
+                float *hb = h + b * G2p, *zb = z + b * Gp;
+                for (int g = 0; g < G; g += VL) {
+                    int cnt = G - g;
+                    vf a = vload_n(hb + g, cnt), s = vload_n(hb + G + g, cnt);
+                    vstore(zb + g, v_tanh(a) * v_sigmoid(s));
+                }
+            }
+            const segment zs[1] = {{z, (ptrdiff_t)Gp, G}};
+            if (l + 1 < L) {
+                mm_args res = {m->res_w[l], G, R, 1, zs, m->res_b[l],
+                               RING(l, b0, cur), (ptrdiff_t)len * R,
+                               RING(l + 1, b0, pos[l + 1]), (ptrdiff_t)m->ring_len[l + 1] * R};
+                matmul(&res, nb);
+            }
+            mm_args sk = {m->skip_w[l], G, S, 1, zs, m->skip_b[l],
+                          l == 0 ? NULL : skip, (ptrdiff_t)Sp, skip, (ptrdiff_t)Sp};
+            matmul(&sk, nb);
+            pos[l] = cur + 1 == len ? 0 : cur + 1;
+        }
+        /* Output stack: params = out2(relu(out1(relu(skip)))). */
+        for (size_t i = 0; i < nb * Sp; i += VL)
+            vstore(skip + i, vmax(vload(skip + i), vsplat(0.0f)));
+        const segment ss[1] = {{skip, (ptrdiff_t)Sp, S}};
+        mm_args o1 = {m->out1_w, S, S, 1, ss, m->out1_b, NULL, 0, h1,
+                      (ptrdiff_t)Sp};
+        matmul(&o1, nb);
+        for (size_t i = 0; i < nb * Sp; i += VL)
+            vstore(h1 + i, vmax(vload(h1 + i), vsplat(0.0f)));
+        const segment hs[1] = {{h1, (ptrdiff_t)Sp, S}};
+        mm_args o2 = {m->out2_w, S, P, 1, hs, m->out2_b, NULL, 0, params,
+                      (ptrdiff_t)Pp};
+        matmul(&o2, nb);
+
+        for (int b = 0; b < nb; b++) {
+            const int64_t item = b0 + b;
+            const float *pb = params + b * Pp;
+            if (params_out)
+                memcpy(params_out + (item * n + t) * P, pb, P * sizeof(float));
+            if (!uniforms)
+                continue;
+            const float *u = uniforms + (item * n + t) * U;
+            float *next = RING(0, item, pos[0]);
+            if (m->head == HEAD_CATEGORICAL) {
+                int64_t c = draw_categorical(pb, P, u[0], temperature, work);
+                classes_out[item * n + t] = c;
+                memcpy(next, m->embed + c * R, R * sizeof(float));
+            } else {
+                float v = draw_mol(pb, (int)m->mixtures, m->bins, (float)m->log_scale_min,
+                                   u[0], u[1], temperature, work);
+                values_out[item * n + t] = v;
+                embed_value(m->embed, R, v, next);
+            }
+        }
+    }
+#undef RING
+    free(scratch);
+    free(pos);
+    return 0;
+}
+
+/*
+ * Runs n steps for batch items 0..batch-1. first_input [B][R] is the embedded input of the
+ * first step, written into layer 0's ring (NULL: it is there already, as after a call that
+ * drew and fed back its last sample). With uniforms == NULL only the parameters of one step
+ * are computed (n must be 1). pos[l] is advanced by n. Returns 0, or nonzero when
+ * out of memory or given invalid sizes.
+ */
+int wg_run(const wg_model *m, float *ring, int64_t *pos, int64_t batch, int64_t n,
+           const float *first_input, const float *local, const float *global_bias,
+           const float *uniforms, double temperature, int64_t *classes_out,
+           float *values_out, float *params_out, int64_t threads)
+{
+    if (batch < 1 || n < 1 || m->k < 1 || m->k > MAXSEG - 1 || (!uniforms && n != 1)
+        || (m->C > 0 && !local))
+        return 2;
+    if (threads < 1)
+        threads = 1;
+    if (threads > batch)
+        threads = batch;
+    int status = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads((int)threads) reduction(| : status)
+    {
+        int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+    {
+        int64_t nt = 1, id = 0;
+#endif
+        int64_t b0 = batch * id / nt, b1 = batch * (id + 1) / nt;
+        if (b1 > b0)
+            status |= run_items(m, ring, pos, b0, b1, n, first_input, local, global_bias,
+                                uniforms, temperature, classes_out, values_out, params_out);
+    }
+    if (status)
+        return 1;
+    for (int64_t l = 0; l < m->layers; l++)
+        pos[l] = (pos[l] + n) % m->ring_len[l];
+    return 0;
+}
+
+/* The vector math on an array (for the tests): which = 0 exp, 1 tanh, 2 sigmoid. */
+void wg_vector_math(int which, const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += VL) {
+        int cnt = n - i < VL ? (int)(n - i) : VL;
+        vf v = vload_n(x + i, cnt);
+        vf r = which == 0 ? v_exp(v) : (which == 1 ? v_tanh(v) : v_sigmoid(v));
+        vstore_n(y + i, r, cnt);
+    }
+}
