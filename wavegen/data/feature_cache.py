@@ -39,6 +39,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,17 @@ from wavegen.audio.io import load_audio
 from wavegen.audio.spectral import LogMelSpectrogram
 from wavegen.errors import ConfigError, WavegenError
 from wavegen.utils.atomic import atomic_path
+
+# numpy parses .npy headers with ast.literal_eval, and CPython 3.11's AST constructor is not
+# safe under concurrent threads ("AST constructor recursion depth mismatch"); map_files
+# loads entries from a thread pool, so header parsing is serialised.
+_NPY_LOAD_LOCK = threading.Lock()
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """``np.load(path, mmap_mode="r")`` (no pickles), safe to call from several threads."""
+    with _NPY_LOAD_LOCK:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 __all__ = [
     "ArrayRef", "CACHE_FORMAT", "CachedFile", "CropDataset", "CropPlan", "SkippedFile",
@@ -99,7 +111,7 @@ class ArrayRef:
 
     @classmethod
     def of(cls, path: str | os.PathLike) -> "ArrayRef":
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = load_npy(path)
         if not array.flags.c_contiguous:
             raise ValueError(f"{path}: cached arrays are stored in C order")
         return cls(os.fspath(path), int(array.offset), array.dtype.str, tuple(array.shape))
@@ -169,7 +181,7 @@ def cached_array(
     target = Path(target)
     if target.exists():
         try:
-            array = np.load(target, mmap_mode="r", allow_pickle=False)
+            array = load_npy(target)
         except (OSError, ValueError, EOFError):
             array = None
         if array is not None and (check is None or check(array)):
@@ -178,7 +190,7 @@ def cached_array(
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-    return np.load(target, mmap_mode="r", allow_pickle=False)
+    return load_npy(target)
 
 
 def audio_path(cache_dir: str | os.PathLike, sample_rate: int, key: str) -> Path:
