@@ -8,8 +8,8 @@ of ``--repeats`` warm runs, on the CPU with ``--threads`` threads and, when CUDA
 available, on the GPU in float32 and bf16.
 
 Memory: each measurement runs in a fresh process and reports its peak resident memory
-(ru_maxrss) above what the process held once the model was loaded: one pass over 60 s of
-mel, chunked vocoding of 60 s, and chunked vocoding of 10 minutes. The chunked output goes
+(VmHWM: interpreter, torch, model and input included): one pass over 60 s of mel, chunked
+vocoding of 60 s, and chunked vocoding of 10 minutes. The chunked output goes
 to a sink that drops it (as `wavegen vocode` streams it into the output file), so flat
 memory means the 10-minute peak equals the 60-second one.
 
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,28 +59,29 @@ def real_time_factor(name: str, seconds: float, repeats: int, device: str, bf16:
     return statistics.median(times) / seconds
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MiB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 
 
 def memory_probe(name: str, seconds: float, mode: str) -> dict:
-    """Runs in a child process: peak RSS above the loaded-model baseline, in MiB."""
+    """Runs in a child process: the process's peak resident memory (MiB), model included."""
     torch.set_num_threads(2)
     vocoder = Vocoder(build(name), FEATURES)
     mel = mel_for(seconds)
-    vocoder(mel[..., :64])
-    baseline = _rss_mb()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if mode == "one-pass":
         with torch.inference_mode():
             vocoder.generator(mel)
     else:
         vocoder(mel, sink=lambda piece: None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_above_model_mb": max(peak, peak_before) - baseline,
-            "seconds": time.perf_counter() - start}
+    return {"peak_mb": _status_mb("VmHWM"), "seconds": time.perf_counter() - start}
 
 
 def probe_in_child(name: str, seconds: float, mode: str) -> dict:
@@ -122,13 +122,13 @@ def main() -> None:
             row += f" {real_time_factor(name, args.seconds, args.repeats, 'cuda', False):>9.4f}"
             row += f" {real_time_factor(name, args.seconds, args.repeats, 'cuda', True):>9.4f}"
         if not args.no_memory:
-            one = probe_in_child(name, 60, "one-pass")["peak_above_model_mb"]
-            short = probe_in_child(name, 60, "chunked")["peak_above_model_mb"]
-            long = probe_in_child(name, 600, "chunked")["peak_above_model_mb"]
+            one = probe_in_child(name, 60, "one-pass")["peak_mb"]
+            short = probe_in_child(name, 60, "chunked")["peak_mb"]
+            long = probe_in_child(name, 600, "chunked")["peak_mb"]
             row += f" {one:>14.0f} {short:>13.0f} {long:>14.0f} {one / max(short, 1):>6.1f}"
         print(row, flush=True)
     print("RTF = wall time / audio duration (< 1: faster than real time); MB = peak resident "
-          "memory above the loaded model; ratio = one pass / chunked at 60 s.")
+          "memory of the process; ratio = one pass / chunked at 60 s.")
 
 
 if __name__ == "__main__":

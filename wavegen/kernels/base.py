@@ -26,11 +26,13 @@ same state, so they can be interleaved.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from wavegen.errors import UsageError
 from wavegen.nn.distributions import Categorical, DiscretizedMixtureOfLogistics
 
 #: Bytes of projected conditioning a session materialises at once (per chunk).
@@ -181,6 +183,18 @@ class Session(abc.ABC):
         self.batch = batch
         self.length = length
         self.time = 0 if prompt is None else prompt.shape[-1]
+
+    def check_generate_args(self, uniforms: torch.Tensor, temperature: float,
+                            device=None) -> tuple[torch.Tensor, float]:
+        """Validated ``(uniforms [B, n, U] float32 contiguous on device, temperature)``."""
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature >= 0.0):
+            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
+        per = self.model.head.num_uniforms
+        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
+            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
+                             f"got {tuple(uniforms.shape)}")
+        return uniforms.detach().to(device or "cpu", torch.float32).contiguous(), temperature
 
     @abc.abstractmethod
     def step_params(self, previous: torch.Tensor) -> torch.Tensor:

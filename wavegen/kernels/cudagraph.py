@@ -23,7 +23,6 @@ Importing this module and :meth:`CUDAGraphBackend.unavailable` work without CUDA
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -126,15 +125,8 @@ class CUDAGraphSession(Session):
 
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
-        temperature = float(temperature)
-        if not (math.isfinite(temperature) and temperature >= 0.0):
-            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
-        per = self.model.head.num_uniforms
-        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
-            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
-                             f"got {tuple(uniforms.shape)}")
+        uniforms, temperature = self.check_generate_args(uniforms, temperature, self.device)
         n = uniforms.shape[1]
-        uniforms = uniforms.detach().to(self.device, torch.float32)
         out = torch.empty(self.batch, n, dtype=self.prev.dtype, device=self.device)
         self._set_previous(previous)
         t = 0

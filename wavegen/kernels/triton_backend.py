@@ -45,7 +45,6 @@ first session is enough (no module reload needed).
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -418,15 +417,8 @@ class TritonSession(Session):
 
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
-        temperature = float(temperature)
-        if not (math.isfinite(temperature) and temperature >= 0.0):
-            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
-        per = self.model.head.num_uniforms
-        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
-            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
-                             f"got {tuple(uniforms.shape)}")
+        uniforms, temperature = self.check_generate_args(uniforms, temperature, self.device)
         n = uniforms.shape[1]
-        uniforms = uniforms.detach().to(self.device, torch.float32).contiguous()
         out = torch.empty(self.batch, n, dtype=self.sample_dtype, device=self.device)
         self._set_input(previous)
         t = 0

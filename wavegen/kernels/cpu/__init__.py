@@ -32,7 +32,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import math
 import os
 import platform
 import shlex
@@ -445,15 +444,8 @@ class CPUSession(Session):
 
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
-        temperature = float(temperature)
-        if not (math.isfinite(temperature) and temperature >= 0.0):
-            raise UsageError(f"temperature must be finite and >= 0, got {temperature}")
-        per = self.model.head.num_uniforms
-        if uniforms.dim() != 3 or uniforms.shape[0] != self.batch or uniforms.shape[2] != per:
-            raise UsageError(f"uniforms must be [{self.batch}, n, {per}], "
-                             f"got {tuple(uniforms.shape)}")
+        uniforms, temperature = self.check_generate_args(uniforms, temperature, "cpu")
         n = uniforms.shape[1]
-        uniforms = uniforms.detach().to(device="cpu", dtype=torch.float32)
         dtype = torch.int64 if self.kind == "categorical" else torch.float32
         out = torch.empty(self.batch, n, dtype=dtype)
         first = self._embed(previous)
