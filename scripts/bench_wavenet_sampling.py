@@ -64,89 +64,125 @@ def measure(model: WaveNet, batch: int, steps: int, naive: bool, seed: int = 0):
 
 
 def backend_inputs(model: WaveNet, batch: int, steps: int, seed: int = 0):
-    """Local features, head-target prompt and uniforms as :func:`measure` makes them."""
+    """Local features, head-target prompt and uniforms as :func:`measure` makes them
+    (on the model's device)."""
+    device = next(model.parameters()).device
     frames = -(-(model.receptive_field + 1 + steps) // HOP)
     total = frames * HOP
     generator = torch.Generator().manual_seed(seed)
-    local = torch.randn(batch, 80, frames, generator=generator)
+    local = torch.randn(batch, 80, frames, generator=generator).to(device)
     wave = torch.rand(batch, 1, total - steps, generator=generator) * 1.2 - 0.6
-    prompt = model.targets_from_waveform(wave)
-    uniforms = draw_uniforms(batch, steps, model.head.num_uniforms, seed)
+    prompt = model.targets_from_waveform(wave.to(device))
+    uniforms = draw_uniforms(batch, steps, model.head.num_uniforms, seed, device)
     return total, local, prompt, uniforms
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def backend_samples(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0):
     """(samples, seconds of the generate call) of backend ``name``."""
+    device = next(model.parameters()).device
     total, local, prompt, uniforms = backend_inputs(model, batch, steps, seed)
     used, session = kernels.open_session(name, model, batch, total, local, None, prompt)
     assert used == name
+    _sync(device)
     start = time.perf_counter()
     samples = session.generate(prompt[:, -1], uniforms, 1.0)
+    _sync(device)
     return samples, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="batch sizes (default: 1 16 on the CPU, 1 64 on a GPU)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--backends", nargs="+", default=None,
+                        help="fast backends to compare with reference (default: every one "
+                             "usable on the device)")
     parser.add_argument("--cached-steps", type=int, default=2000)
     parser.add_argument("--naive-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend-steps", type=int, default=2000,
-                        help="samples per item in each timed cpu backend run")
+                        help="samples per timed run of a fast backend")
     parser.add_argument("--reference-steps", type=int, default=500,
-                        help="samples per item in each timed reference backend run")
+                        help="samples per timed run of the reference backend")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="cached and backend runs (median taken)")
+                        help="alternating timed runs per backend (the median is reported)")
     parser.add_argument("--skip-driver", action="store_true",
                         help="time only the backends (not the naive and cached drivers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    batches = args.batches or ([1, 64] if device.type == "cuda" else [1, 16])
     torch.manual_seed(0)
-    model = WaveNet(reference_config()).eval()
+    model = WaveNet(reference_config()).eval().to(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # the reference in full float32
+        torch.backends.cudnn.allow_tf32 = False
+    names = args.backends or [n for n in ("cpu", "cudagraph", "triton", "cuda")
+                              if kernels.why_not(n, model) is None]
+    for name in names:
+        reason = kernels.why_not(name, model)
+        if reason is not None:
+            raise SystemExit(f"the {name} backend cannot run here: {reason}")
 
-    # Correctness first: the cached path reproduces the naive generator's samples, and the
-    # cpu backend the reference backend's.
+    # Correctness first: the cached path reproduces the naive generator's samples, and
+    # every fast backend the reference backend's.
     if not args.skip_driver:
         _, naive = measure(model, 2, 8, naive=True, seed=1)
         _, cached = measure(model, 2, 8, naive=False, seed=1)
         assert torch.equal(naive.samples, cached.samples), "cached and naive samplers disagree"
-    reason = kernels.why_not("cpu", model)
-    if reason is not None:
-        raise SystemExit(f"the cpu backend cannot run here: {reason}")
     expected, _ = backend_samples(model, "reference", 2, 64, seed=1)
-    got, _ = backend_samples(model, "cpu", 2, 64, seed=1)
-    assert torch.equal(expected, got), "cpu and reference backends disagree"
+    for name in names:
+        got, _ = backend_samples(model, name, 2, 64, seed=1)
+        agree = float((got.cpu() == expected.cpu()).float().mean())
+        print(f"# {name}: {100 * agree:.1f}% of 128 check samples equal to reference")
 
     rows = []
-    for batch in args.batches:
+    for batch in batches:
         naive_rate = cached_rate = float("nan")
         if not args.skip_driver:
             naive_rate, _ = measure(model, batch, args.naive_steps, naive=True)
             cached_rate = statistics.median(
                 measure(model, batch, args.cached_steps, naive=False, seed=r)[0]
                 for r in range(args.repeats))
-        rates = {"reference": [], "cpu": []}
-        steps = {"reference": args.reference_steps, "cpu": args.backend_steps}
-        for r in range(args.repeats):  # alternate, so both see the same drift
+        rates = {name: [] for name in ("reference", *names)}
+        for r in range(args.repeats):  # alternate, so all see the same drift
             for name in rates:
-                _, seconds = backend_samples(model, name, batch, steps[name], seed=r)
-                rates[name].append(batch * steps[name] / seconds)
-        rows.append((batch, naive_rate, cached_rate, statistics.median(rates["reference"]),
-                     statistics.median(rates["cpu"])))
+                steps = args.reference_steps if name == "reference" else args.backend_steps
+                _, seconds = backend_samples(model, name, batch, steps, seed=r)
+                rates[name].append(batch * steps / seconds)
+        rows.append((batch, naive_rate, cached_rate,
+                     {name: statistics.median(v) for name, v in rates.items()}))
 
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     print(f"# {describe(model.config)}; {model.num_parameters() / 1e6:.2f} M parameters")
-    print(f"# {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} "
+    print(f"# {gpu}, {os.cpu_count()} cpus, torch {torch.__version__} "
           f"({args.threads} threads), {time.strftime('%Y-%m-%d')}")
     print("# samples/s, aggregate over the batch; backends: the generate call alone, median "
           f"of {args.repeats} alternating runs ({args.reference_steps} reference steps, "
-          f"{args.backend_steps} cpu steps)")
-    print(f"| {'batch':>5} | {'naive':>9} | {'cached':>9} | {'reference':>9} | {'cpu':>9} | "
-          f"{'cpu / reference':>15} | {'cpu x real time':>15} |")
-    print(f"|{'-' * 7}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 17}|{'-' * 17}|")
-    for batch, naive_rate, cached_rate, reference_rate, cpu_rate in rows:
-        print(f"| {batch:5d} | {naive_rate:9.1f} | {cached_rate:9.1f} | {reference_rate:9.1f} | "
-              f"{cpu_rate:9.1f} | {cpu_rate / reference_rate:14.1f}x | "
-              f"{cpu_rate / SAMPLE_RATE:14.3f}x |")
+          f"{args.backend_steps} steps of the others); '-' = not measured")
+    head = f"| {'batch':>5} | {'naive':>9} | {'cached':>9} | {'reference':>9} |"
+    for name in names:
+        head += f" {name:>10} | {name + ' / ref':>14} | {'x real time':>11} |"
+    print(head)
+    print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
+
+    def cell(value: float, width: int) -> str:
+        return f"{'-':>{width}}" if value != value else f"{value:{width}.1f}"
+
+    for batch, naive_rate, cached_rate, rate in rows:
+        line = (f"| {batch:5d} | {cell(naive_rate, 9)} | {cell(cached_rate, 9)} | "
+                f"{rate['reference']:9.1f} |")
+        for name in names:
+            line += (f" {rate[name]:10.1f} | {rate[name] / rate['reference']:13.1f}x | "
+                     f"{rate[name] / SAMPLE_RATE:10.3f}x |")
+        print(line)
 
 
 if __name__ == "__main__":
