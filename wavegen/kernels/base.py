@@ -242,3 +242,61 @@ def options_need_reference(options) -> str | None:
 def relu_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``linear(relu(x))``: ``[B, in]`` -> ``[B, out]`` (the output stack's unit)."""
     return F.linear(F.relu(x), w, b)
+
+
+class GraphedChunks:
+    """Fixed-size chunks of sampling steps run from static buffers, as CUDA graphs.
+
+    The first chunk at a given key (the temperature: it is baked into the launches) runs
+    eagerly on a side stream, which compiles and warms everything up as capture requires;
+    the next one is captured into a ``torch.cuda.CUDAGraph``, and every later one replays
+    it. A failed capture switches graphs off (``enabled``) and the caller runs eagerly.
+
+    ``stage(uniforms [B, n, U], cond [B, n, W] or None, out_dtype)`` copies a chunk's inputs
+    into the static buffers (allocated on first use); the step function reads them from
+    :attr:`static` and writes the samples into ``static["out"]`` ``[B, n]``.
+    """
+
+    def __init__(self, device: torch.device, batch: int, length: int):
+        self.device = device
+        self.batch = batch
+        self.length = length
+        self.enabled = True
+        self.static: dict[str, torch.Tensor | None] | None = None
+        self._graphs: dict[float, object] = {}
+        self._warm: set[float] = set()
+
+    def stage(self, uniforms: torch.Tensor, cond: torch.Tensor | None,
+              out_dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
+        if self.static is None:
+            self.static = {
+                "uniforms": torch.empty(uniforms.shape, device=self.device),
+                "cond": None if cond is None else torch.empty_like(cond),
+                "out": torch.empty(self.batch, self.length, dtype=out_dtype, device=self.device)}
+        self.static["uniforms"].copy_(uniforms)
+        if cond is not None:
+            self.static["cond"].copy_(cond)
+        return self.static
+
+    def run(self, key: float, steps) -> None:
+        """Run ``steps()`` (the chunk's launches on the static buffers): warm-up, capture
+        or replay."""
+        graph = self._graphs.get(key)
+        if graph is None and key in self._warm:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    steps()
+                self._graphs[key] = graph
+            except Exception:  # noqa: BLE001 - capture is an optimisation: run eagerly
+                graph = None
+                self.enabled = False
+        if graph is not None:
+            graph.replay()
+            return
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            steps()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._warm.add(key)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, Session, head_kind,
+from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, Session, head_kind,
                                   prime_layer_inputs)
 
 #: Steps per captured graph.
@@ -62,10 +62,7 @@ class CUDAGraphSession(Session):
                 ring[:, :, times % n] = x[..., count - keep:].to(dtype)
         self.prev = torch.zeros(batch, device=device,
                                 dtype=torch.int64 if self.categorical else torch.float32)
-        self._static = None
-        self._graphs: dict[float, torch.cuda.CUDAGraph] = {}
-        self._warm: set[float] = set()
-        self.use_graphs = True
+        self.graphs = GraphedChunks(self.device, batch, CHUNK)
 
     # ----------------------------------------------------------------- one step
     def _step(self, cond_t: torch.Tensor | None) -> torch.Tensor:
@@ -130,10 +127,10 @@ class CUDAGraphSession(Session):
         out = torch.empty(self.batch, n, dtype=self.prev.dtype, device=self.device)
         self._set_previous(previous)
         t = 0
-        while (self.use_graphs and n - t >= CHUNK
+        while (self.use_graphs and self.graphs.enabled and n - t >= CHUNK
                and (self.stream.upsampled is None or self.time + CHUNK <= self.length)):
             self._chunk(uniforms[:, t:t + CHUNK], temperature)
-            out[:, t:t + CHUNK] = self._static["out"]
+            out[:, t:t + CHUNK] = self.graphs.static["out"]
             t += CHUNK
         for s in range(t, n):
             cond = self.stream.chunk(self.time, self.time + 1)
@@ -146,40 +143,14 @@ class CUDAGraphSession(Session):
     def _chunk(self, uniforms: torch.Tensor, temperature: float) -> None:
         """:data:`CHUNK` steps from the static buffers: warm-up, capture or replay."""
         cond = self.stream.chunk(self.time, self.time + CHUNK)
-        if self._static is None:
-            self._static = {
-                "uniforms": torch.empty(uniforms.shape, device=self.device),
-                "cond": None if cond is None else torch.empty_like(cond),
-                "out": torch.empty(self.batch, CHUNK, dtype=self.prev.dtype, device=self.device)}
-        static = self._static
-        static["uniforms"].copy_(uniforms)
-        if cond is not None:
-            static["cond"].copy_(cond)
+        static = self.graphs.stage(uniforms, cond, self.prev.dtype)
 
         def steps():
             for s in range(CHUNK):
                 self._step_draw(None if static["cond"] is None else static["cond"][:, s],
                                 static["uniforms"][:, s], temperature, static["out"][:, s])
 
-        graph = self._graphs.get(temperature)
-        if graph is None and temperature in self._warm:
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    steps()
-                self._graphs[temperature] = graph
-            except Exception:  # noqa: BLE001 - capture is an optimisation: run eagerly
-                graph = None
-                self.use_graphs = False
-        if graph is not None:
-            graph.replay()
-        else:  # warm-up (first chunk at this temperature) or a failed capture
-            side = torch.cuda.Stream(device=self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                steps()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self._warm.add(temperature)
+        self.graphs.run(temperature, steps)
         self.time += CHUNK
 
 

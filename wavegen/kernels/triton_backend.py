@@ -50,8 +50,8 @@ import os
 import torch
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, Session, WaveNetWeights,
-                                  head_kind, prime_layer_inputs)
+from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, Session,
+                                  WaveNetWeights, head_kind, prime_layer_inputs)
 
 try:  # optional dependency: the registry reports the reason instead of failing
     import triton
@@ -351,9 +351,7 @@ class TritonSession(Session):
         self.log_scale_min = float(getattr(head, "log_scale_min", 0.0))
         self.sample_dtype = torch.int64 if self.kind == "categorical" else torch.float32
         self._cond = None  # (t0, t1, [B, t1 - t0, L * 2G]) cache for eager steps
-        self._graphs: dict[float, object] = {}
-        self._warm: set[float] = set()
-        self._static = None
+        self.graphs = GraphedChunks(self.device, batch, GRAPH_CHUNK)
 
     # ----------------------------------------------------------------- helpers
     def _set_input(self, previous: torch.Tensor) -> None:
@@ -423,9 +421,10 @@ class TritonSession(Session):
         self._set_input(previous)
         t = 0
         if self.device.type == "cuda" and self.precise:
-            while self.use_graphs and n - t >= GRAPH_CHUNK and self._graph_fits():
+            while (self.use_graphs and self.graphs.enabled and n - t >= GRAPH_CHUNK
+                   and self._graph_fits()):
                 self._graph_chunk(uniforms[:, t:t + GRAPH_CHUNK], temperature)
-                out[:, t:t + GRAPH_CHUNK] = self._static["out"]
+                out[:, t:t + GRAPH_CHUNK] = self.graphs.static["out"]
                 t += GRAPH_CHUNK
         for s in range(t, n):
             cond, row = self._cond_at(self.time)
@@ -440,37 +439,14 @@ class TritonSession(Session):
     def _graph_chunk(self, uniforms: torch.Tensor, temperature: float) -> None:
         """:data:`GRAPH_CHUNK` steps from static buffers: eager, captured or replayed."""
         cond = self.stream.chunk(self.time, self.time + GRAPH_CHUNK)
-        if self._static is None:
-            self._static = {
-                "uniforms": torch.empty(uniforms.shape, device=self.device),
-                "cond": None if cond is None else torch.empty_like(cond),
-                "out": torch.empty(self.batch, GRAPH_CHUNK, dtype=self.sample_dtype,
-                                   device=self.device)}
-        static = self._static
-        static["uniforms"].copy_(uniforms)
-        if cond is not None:
-            static["cond"].copy_(cond)
+        static = self.graphs.stage(uniforms, cond, self.sample_dtype)
 
         def launches():
             for s in range(GRAPH_CHUNK):
                 self._launch_step(static["cond"], s, static["uniforms"], s, static["out"], s,
                                   True, temperature)
 
-        graph = self._graphs.get(temperature)
-        if graph is None and temperature in self._warm:
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    launches()
-                self._graphs[temperature] = graph
-            except Exception:  # noqa: BLE001 - capture is an optimisation: run eagerly
-                graph = None
-                self.use_graphs = False
-        if graph is not None:
-            graph.replay()
-        else:  # first chunk at this temperature (compiles the kernels) or a failed capture
-            launches()
-            self._warm.add(temperature)
+        self.graphs.run(temperature, launches)
         self.time += GRAPH_CHUNK
 
 

@@ -405,14 +405,18 @@ class PeriodDiscriminator(nn.Module):
         b, c, t = x.shape
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
-        x = x.view(b, c, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
+        return _conv_stack(self.convs, self.conv_post, x.view(b, c, -1, self.period))
+
+
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> DiscriminatorOutput:
+    """leaky-ReLU conv stack + ``conv_post``: every activation and the score map are features."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         features.append(x)
-        return DiscriminatorOutput(torch.flatten(x, 1, -1), features)
+    x = conv_post(x)
+    features.append(x)
+    return DiscriminatorOutput(torch.flatten(x, 1, -1), features)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -459,13 +463,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
         """``[B, 1, T]`` -> score ``[B, T / 64]`` and 8 feature maps ``[B, C, T_i]``."""
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return DiscriminatorOutput(torch.flatten(x, 1, -1), features)
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):
