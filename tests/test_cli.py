@@ -127,6 +127,7 @@ def test_doctor(capsys):
     status, out, _ = run(capsys, "doctor", "--json")
     report = json.loads(out)
     assert status == 0 and report["torch"].startswith(__import__("torch").__version__)
+    assert report["fused mel kernel"].startswith(("in use", "not used ("))
 
 
 def test_doctor_lists_cuda_devices(capsys, monkeypatch):

@@ -524,6 +524,7 @@ def _doctor_report() -> dict[str, Any]:
     report["nvcc"] = _nvcc()
     report["torchaudio"] = _torchaudio()
     report.update(_probe("sampling backends", _backends_report))
+    report.update(_probe("fused mel kernel", _mel_kernel_report))
     report.update(_probe("librosa", lambda: {"librosa": _module_version("librosa")}))
     report.update(_probe("soundfile", _soundfile_report))
     return report
@@ -541,6 +542,12 @@ def _backends_report() -> dict[str, Any]:
         for name, reason in availability(device).items():
             lines.append(f"{device}/{name}: " + ("usable" if reason is None else f"no ({reason})"))
     return {"sampling backends": lines}
+
+
+def _mel_kernel_report() -> dict[str, Any]:
+    from wavegen.audio import mel_kernel
+
+    return {"fused mel kernel": mel_kernel.status()}
 
 
 def _probe(name: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:

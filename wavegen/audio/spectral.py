@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wavegen.audio import mel_kernel
 from wavegen.audio.features import FeatureConfig
 from wavegen.errors import UsageError
 
@@ -284,6 +285,8 @@ class MelSpectrogram(nn.Module):
         flat, lead = _flatten_waveform(wave)
         stft._check_length(flat.shape[-1])
         flat = _working_precision(flat)
+        if self._fused_applies(flat):
+            return _unflatten(self._blocked_fused(flat, post), lead)
         window = _full_window(stft.window, c).to(flat.dtype)[:, None]
         basis = self._sparse_filterbank(flat.dtype)  # CSR [n_mels, bins]
         lo, hi = self.band
@@ -301,6 +304,41 @@ class MelSpectrogram(nn.Module):
                     out[i, :, done:done + block.shape[0]] = mel if post is None else post(mel)
                     done += block.shape[0]
         return _unflatten(out, lead)
+
+    def _fused_applies(self, flat: torch.Tensor) -> bool:
+        """Whether the C kernel (:mod:`wavegen.audio.mel_kernel`) can take this input."""
+        return (flat.dtype == torch.float32 and self.config.power in (1.0, 2.0)
+                and mel_kernel.available())
+
+    def _blocked_fused(self, flat: torch.Tensor, post) -> torch.Tensor:
+        """:meth:`blocked` with magnitude and filterbank fused in C: ``[batch, n_mels, frames]``.
+
+        Frames are rows here (``[frames, n_fft]`` -> rfft along dim 1), the layout the kernel
+        reads, so the window multiply also runs on contiguous rows.
+        """
+        c = self.config
+        window = _full_window(self.spectrogram.stft.window, c).to(flat.dtype)
+        bank = self.__dict__.get("_banded")
+        if bank is None:
+            bank = self.__dict__["_banded"] = mel_kernel.BandedFilterbank(self.filterbank,
+                                                                          self.band[0])
+        out = torch.empty(flat.shape[0], c.n_mels, c.num_frames(flat.shape[-1]),
+                          dtype=flat.dtype)
+        mel = torch.empty(c.n_mels, self.block_frames, dtype=flat.dtype)
+        for i in range(flat.shape[0]):
+            done = 0
+            for frames in frame_pieces(flat[i], c):
+                for start in range(0, frames.shape[0], self.block_frames):
+                    block = frames[start:start + self.block_frames]
+                    n = block.shape[0]
+                    spec = torch.fft.rfft(block * window, dim=1)
+                    target = out[i, :, done:done + n] if post is None else mel[:, :n]
+                    if not mel_kernel.fused_mel(spec, bank, c.power, c.magnitude_eps, target):
+                        raise RuntimeError("fused mel kernel refused a block it had accepted")
+                    if post is not None:
+                        out[i, :, done:done + n] = post(target)
+                    done += n
+        return out
 
     def _sparse_filterbank(self, dtype: torch.dtype) -> torch.Tensor:
         """The filterbank as a CSR matrix (about 3% of its entries are non-zero)."""

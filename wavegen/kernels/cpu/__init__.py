@@ -9,13 +9,10 @@ folded into each layer's conv matrix (the upsampled features are more input colu
 the ``L * 2G`` projected channels per sample are never materialised; the projected global
 conditioning is a per-item bias.
 
-Building: the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang`` on ``PATH``)
-compiles the source with ``-O3 -march=native`` into a cache directory
-(``$WAVEGEN_KERNEL_CACHE``, default ``~/.cache/wavegen/kernels``), under a name keyed by
-the source, the compiler and its version, the flags and the machine (so a library built
-for one CPU is never loaded on another). The build goes to a temporary file that is
-renamed into place, under a file lock, so concurrent processes never see a partial
-library. A missing compiler or a failed build is a
+Building: :mod:`wavegen.native` compiles the source with ``-O3 -march=native`` (OpenMP
+when the compiler has it) on first use into its cache (``$WAVEGEN_KERNEL_CACHE``, default
+``~/.cache/wavegen/kernels``), keyed by source, compiler, flags and machine, atomically and
+under a file lock. A missing compiler or a failed build is a
 :class:`~wavegen.errors.KernelUnavailableError` (``auto`` then falls back to ``reference``).
 
 Numerics: the head parameters agree with the reference step to ~1e-6 relative (float32
@@ -30,15 +27,6 @@ from different inputs), as between any two float32 implementations.
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
 import weakref
 from pathlib import Path
 
@@ -47,6 +35,7 @@ import torch
 from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.kernels.base import (Backend, ConditioningStream, Session, WaveNetWeights,
                                   head_kind, prime_layer_inputs)
+from wavegen.native import CLibrary, NativeUnavailable, cache_dir, find_compiler
 
 SOURCE = Path(__file__).with_name("wavenet_step.c")
 #: Compiler flags, tried in order (the second set for compilers without OpenMP). No
@@ -61,152 +50,14 @@ _HEADS = {"categorical": 0, "mol": 1}
 
 
 # --------------------------------------------------------------------------- building
-def cache_dir() -> Path:
-    """Where built libraries are kept (``$WAVEGEN_KERNEL_CACHE`` or ``~/.cache/...``)."""
-    env = os.environ.get("WAVEGEN_KERNEL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "wavegen" / "kernels"
-
-
-def find_compiler() -> list[str] | None:
-    """The C compiler command (``$CC`` split like a shell would, else cc/gcc/clang)."""
-    env = os.environ.get("CC", "").strip()
-    if env:
-        parts = shlex.split(env)
-        exe = shutil.which(parts[0])
-        return [exe, *parts[1:]] if exe else None
-    for name in ("cc", "gcc", "clang"):
-        exe = shutil.which(name)
-        if exe:
-            return [exe]
-    return None
-
-
-_version_cache: dict[tuple[str, ...], str] = {}
-
-
-def _compiler_version(cc: list[str]) -> str:
-    key = tuple(cc)
-    if key not in _version_cache:
-        try:
-            proc = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60)
-            _version_cache[key] = f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        except (OSError, subprocess.SubprocessError) as error:
-            _version_cache[key] = f"unavailable: {error}"
-    return _version_cache[key]
-
-
-@functools.lru_cache(maxsize=None)
-def _machine_identity() -> str:
-    """The CPU the library is built for (-march=native): model and feature flags."""
-    parts = [platform.system(), platform.machine(), platform.processor()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.split(":")[0].strip() in ("vendor_id", "model name", "flags",
-                                                   "Features", "CPU part", "cpu family",
-                                                   "model"):
-                    parts.append(line.strip())
-                elif not line.strip():
-                    break  # the first processor is enough
-    except OSError:
-        pass
-    return "\n".join(parts)
-
-
-@functools.lru_cache(maxsize=None)
-def _base_digest() -> str:
-    """What every usable library shares: this source, this machine, this ABI."""
-    digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), _machine_identity().encode(), str(ABI_VERSION).encode()):
-        digest.update(part)
-        digest.update(b"\0\1")
-    return digest.hexdigest()[:16]
-
-
-def _library_name(cc: list[str], flags: list[str]) -> str:
-    """``wavenet_step-<source and machine>-<compiler, version and flags>.so``."""
-    digest = hashlib.sha256()
-    for part in ("\0".join(cc).encode(), _compiler_version(cc).encode(), " ".join(flags).encode()):
-        digest.update(part)
-        digest.update(b"\0\1")
-    return f"wavenet_step-{_base_digest()}-{digest.hexdigest()[:16]}.so"
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-class _FileLock:
-    """An exclusive advisory lock on ``path`` (no-op where fcntl does not exist)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        self.file = open(self.path, "a+b")
-        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.file is not None:
-            import fcntl
-
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
-            self.file.close()
-
-
-def _compile(cc: list[str], flags: list[str], target: Path) -> str | None:
-    """Builds ``target`` unless it exists; the first line of the error on failure."""
-    directory = target.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with _FileLock(directory / (target.name + ".lock")):
-            if target.exists():
-                return None
-            return _compile_locked(cc, flags, target)
-    except OSError as error:
-        return f"cache directory {directory}: {error}"
-
-
-def _compile_locked(cc: list[str], flags: list[str], target: Path) -> str | None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        try:
-            proc = subprocess.run([*cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
-                                  capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as error:
-            return f"{type(error).__name__}: {error}"
-        if proc.returncode != 0:
-            line = _first_line(proc.stderr) or _first_line(proc.stdout)
-            return line or f"{cc[0]} exited with status {proc.returncode}"
-        os.replace(tmp, target)  # atomic: other processes see no library or all of it
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+LIBRARY = CLibrary(SOURCE, ABI_VERSION, "wg_abi_version", FLAG_SETS, "cpu backend")
 
 
 class _Library:
     """The loaded shared library and its vector width."""
 
-    def __init__(self, path: Path):
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError as error:
-            raise KernelUnavailableError(f"cpu backend: cannot load {path.name}: {error}") from None
-        lib.wg_abi_version.restype = ctypes.c_int
+    def __init__(self, lib: ctypes.CDLL):
         lib.wg_vector_width.restype = ctypes.c_int
-        if lib.wg_abi_version() != ABI_VERSION:
-            raise KernelUnavailableError(f"cpu backend: {path.name} has the wrong ABI version")
         lib.wg_run.restype = ctypes.c_int
         lib.wg_run.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p,
                                ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
@@ -222,57 +73,27 @@ class _Library:
         lib.wg_vector_math.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64]
         self.lib = lib
-        self.path = path
+        self.path = Path(lib._name)
         self.vector_width = lib.wg_vector_width()
 
 
-_libraries: dict[str, _Library] = {}
-_build_lock = threading.Lock()
+_libraries: dict[int, _Library] = {}
 
 
 def load_library() -> _Library:
     """The compiled step (built on first use); KernelUnavailableError when it cannot be."""
-    cc = find_compiler()
-    directory = cache_dir()
-    with _build_lock:
-        if cc is None:
-            # No compiler: a library built earlier for this source and machine still works.
-            built = _prebuilt(directory)
-            if built is None:
-                raise KernelUnavailableError("cpu backend: no C compiler found (set CC or "
-                                             "install gcc or clang)")
-            return built
-        errors = []
-        for flags in FLAG_SETS:
-            target = directory / _library_name(cc, flags)
-            key = str(target)
-            if key in _libraries:
-                return _libraries[key]
-            error = _compile(cc, flags, target)
-            if error is None:
-                _libraries[key] = _Library(target)
-                return _libraries[key]
-            errors.append(error)
-        raise KernelUnavailableError(f"cpu backend: compiling {SOURCE.name} with {cc[0]} "
-                                     f"failed: {errors[0]}")
-
-
-def _prebuilt(directory: Path) -> _Library | None:
-    """A library built earlier for this source and machine (by any compiler), or None."""
-    for path in sorted(directory.glob(f"wavenet_step-{_base_digest()}-*.so")):
-        key = str(path)
-        if key not in _libraries:
-            try:
-                _libraries[key] = _Library(path)
-            except KernelUnavailableError:
-                continue
-        return _libraries[key]
-    return None
+    try:
+        lib = LIBRARY.load()
+    except NativeUnavailable as error:
+        raise KernelUnavailableError(str(error)) from None
+    if id(lib) not in _libraries:
+        _libraries[id(lib)] = _Library(lib)
+    return _libraries[id(lib)]
 
 
 def prebuilt_exists() -> bool:
     """Whether a library for this source and machine is in the cache (no compiler needed)."""
-    return any(cache_dir().glob(f"wavenet_step-{_base_digest()}-*.so"))
+    return LIBRARY.prebuilt_exists()
 
 
 # --------------------------------------------------------------------------- weights
