@@ -37,6 +37,8 @@ LIBRARY = CLibrary(SOURCE, ABI_VERSION, "wg_mel_abi_version", FLAG_SETS, "fused 
 
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
+#: Threads the kernel splits frames across; None: ``torch.get_num_threads()``.
+THREADS: int | None = None
 _lock = threading.Lock()
 _loaded: dict[tuple, ctypes.CDLL | str] = {}
 
@@ -148,7 +150,7 @@ def fused_mel(spec: torch.Tensor, bank: BandedFilterbank, power: float, eps: flo
                              bank.start.data_ptr(), bank.length.data_ptr(),
                              bank.offset.data_ptr(), bank.weights.data_ptr(), bank.n_mels,
                              int(power), float(eps), out.data_ptr(), out.stride(0),
-                             torch.get_num_threads())
+                             THREADS or torch.get_num_threads())
     if code != 0:
         raise RuntimeError(f"fused mel kernel: wg_mel_frames returned {code}")
     return True
