@@ -102,15 +102,21 @@ def griffin_lim(magnitude: torch.Tensor, config: FeatureConfig, n_iter: int = 32
     target_norm = torch.linalg.vector_norm(target, dim=(-2, -1)).clamp_min(tiny)
     previous = None
     curve = []
+    spec = target * angles  # the current estimate: target magnitudes, current phases
     for _ in range(n_iter):
-        rebuilt = stft(stft.inverse(target * angles, length))
+        rebuilt = stft(stft.inverse(spec, length))
         if return_convergence:
             error = torch.linalg.vector_norm(target - rebuilt.abs(), dim=(-2, -1))
             curve.append(error / target_norm)
-        update = rebuilt if previous is None else rebuilt - decay * previous
-        angles = update / (update.abs() + tiny)
+        update = rebuilt if previous is None else torch.add(rebuilt, previous, alpha=-decay)
+        # target * update / (|update| + tiny), with |.| and the scale on real views (torch's
+        # complex elementwise kernels are several times slower on the CPU).
+        parts = torch.view_as_real(update)
+        scale = parts[..., 0].square() + parts[..., 1].square()
+        scale = target / (scale.sqrt_().add_(tiny))
+        spec = update * scale
         previous = rebuilt
-    wave = stft.inverse(target * angles, length)
+    wave = stft.inverse(spec, length)
     wave = to_waveform_layout(wave.reshape(*lead, wave.shape[-1]), magnitude.dim())
     if not return_convergence:
         return wave

@@ -168,16 +168,59 @@ def _istft_uncentered(spec: torch.Tensor, c: FeatureConfig, window: torch.Tensor
     borders), which a Hann window always has, so the overlap-add is done here directly.
     """
     win = _full_window(window, c.replace(stft_normalized=False))
-    scale = math.sqrt(c.n_fft) if c.stft_normalized else 1.0
-    frames = torch.fft.irfft(spec * scale, n=c.n_fft, dim=-2)  # [n, n_fft, frames]
-    frames = frames * win[:, None]
-    wave = F.fold(frames, output_size=(1, full_length), kernel_size=(1, c.n_fft),
-                  stride=(1, c.hop_length))[:, 0, 0]
-    norm = F.fold((win ** 2)[None, :, None].expand(1, c.n_fft, frames.shape[-1]),
-                  output_size=(1, full_length), kernel_size=(1, c.n_fft),
-                  stride=(1, c.hop_length))[:, 0, 0]
+    if c.stft_normalized:
+        spec = spec * math.sqrt(c.n_fft)
+    frames = torch.fft.irfft(spec, n=c.n_fft, dim=-2)  # [n, n_fft, frames]
+    frames = frames.mul_(win[:, None]) if not frames.requires_grad else frames * win[:, None]
+    wave = _overlap_add(frames, c.n_fft, c.hop_length, full_length)
+    norm = _window_envelope(win, c.hop_length, frames.shape[-1], full_length)
     # Where the summed squared window is ~0 (the outermost samples) nothing can be recovered.
-    return wave / torch.where(norm > 1e-11, norm, torch.ones_like(norm))
+    return wave / norm
+
+
+def _overlap_add(frames: torch.Tensor, n_fft: int, hop: int, full_length: int) -> torch.Tensor:
+    """``out[t * hop + i] += frames[:, i, t]``: ``[n, n_fft, frames]`` -> ``[n, full_length]``.
+
+    When the hop divides ``n_fft`` (every preset) the frames are cut into ``n_fft / hop``
+    hop-long pieces and each piece is added to the output as one strided block, which is
+    several times faster than ``F.fold``; otherwise ``F.fold``.
+    """
+    n, _, count = frames.shape
+    if n_fft % hop != 0 or full_length != n_fft + (count - 1) * hop:
+        return F.fold(frames, output_size=(1, full_length), kernel_size=(1, n_fft),
+                      stride=(1, hop))[:, 0, 0]
+    pieces = n_fft // hop
+    out = frames.new_zeros(n, count + pieces - 1, hop)
+    for j in range(pieces):
+        # piece j of frame t lands on hop-block t + j
+        block = frames[:, j * hop:(j + 1) * hop, :].transpose(1, 2)
+        if frames.requires_grad:
+            out = out + F.pad(block, (0, 0, j, pieces - 1 - j))
+        else:
+            out[:, j:j + count].add_(block)
+    return out.reshape(n, -1)
+
+
+def _window_envelope(win: torch.Tensor, hop: int, count: int, full_length: int) -> torch.Tensor:
+    """Overlap-added squared window over ``count`` frames, floored to 1 where it is ~0.
+
+    ``[full_length]``; cached per window, hop and length (Griffin-Lim asks for the same one
+    every iteration).
+    """
+    key = (win.device, win.dtype, hop, count, full_length, win.shape[0])
+    cached = _ENVELOPES.get(key)
+    if cached is not None and torch.equal(cached[0], win):
+        return cached[1]
+    squared = (win ** 2)[None, :, None].expand(1, win.shape[0], count).contiguous()
+    norm = _overlap_add(squared, win.shape[0], hop, full_length)[0]
+    norm = torch.where(norm > 1e-11, norm, torch.ones_like(norm))
+    if len(_ENVELOPES) >= 8:
+        _ENVELOPES.pop(next(iter(_ENVELOPES)))
+    _ENVELOPES[key] = (win.detach().clone(), norm)
+    return norm
+
+
+_ENVELOPES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 class Spectrogram(nn.Module):
