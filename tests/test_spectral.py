@@ -232,3 +232,24 @@ def test_logmel_blocked_and_reference_paths_agree():
         fast = module(wave)
         slow = compress(module.mel.reference(wave), c)
     assert torch.allclose(fast, slow, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1024, 256), (512, 128), (1000, 300), (64, 64)])
+def test_overlap_add_equals_fold_with_and_without_autograd(n_fft, hop):
+    import torch.nn.functional as F
+
+    from wavegen.audio.spectral import _overlap_add
+
+    frames = torch.randn(3, n_fft, 11, generator=torch.Generator().manual_seed(0))
+    full = n_fft + 10 * hop
+    expected = F.fold(frames, output_size=(1, full), kernel_size=(1, n_fft),
+                      stride=(1, hop))[:, 0, 0]
+    torch.testing.assert_close(_overlap_add(frames.clone(), n_fft, hop, full), expected)
+    leaf = frames.clone().requires_grad_(True)
+    out = _overlap_add(leaf, n_fft, hop, full)
+    torch.testing.assert_close(out, expected)
+    (out * expected).sum().backward()
+    reference = frames.clone().requires_grad_(True)
+    (F.fold(reference, output_size=(1, full), kernel_size=(1, n_fft),
+            stride=(1, hop))[:, 0, 0] * expected).sum().backward()
+    torch.testing.assert_close(leaf.grad, reference.grad)
