@@ -18,6 +18,7 @@ Mel filterbanks come from :func:`librosa.filters.mel` (not re-derived), and wind
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import librosa
@@ -208,19 +209,22 @@ def _window_envelope(win: torch.Tensor, hop: int, count: int, full_length: int) 
     every iteration).
     """
     key = (win.device, win.dtype, hop, count, full_length, win.shape[0])
-    cached = _ENVELOPES.get(key)
+    with _ENVELOPES_LOCK:  # feature extraction also runs in data-loading threads
+        cached = _ENVELOPES.get(key)
     if cached is not None and torch.equal(cached[0], win):
         return cached[1]
     squared = (win ** 2)[None, :, None].expand(1, win.shape[0], count).contiguous()
     norm = _overlap_add(squared, win.shape[0], hop, full_length)[0]
     norm = torch.where(norm > 1e-11, norm, torch.ones_like(norm))
-    if len(_ENVELOPES) >= 8:
-        _ENVELOPES.pop(next(iter(_ENVELOPES)))
-    _ENVELOPES[key] = (win.detach().clone(), norm)
+    with _ENVELOPES_LOCK:
+        if len(_ENVELOPES) >= 8:
+            _ENVELOPES.pop(next(iter(_ENVELOPES)))
+        _ENVELOPES[key] = (win.detach().clone(), norm)
     return norm
 
 
 _ENVELOPES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_ENVELOPES_LOCK = threading.Lock()
 
 
 class Spectrogram(nn.Module):
