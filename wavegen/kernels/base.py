@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from wavegen.errors import UsageError
+from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.nn.distributions import Categorical, DiscretizedMixtureOfLogistics
 
 #: Bytes of projected conditioning a session materialises at once (per chunk).
@@ -223,10 +223,20 @@ class Backend(abc.ABC):
         """Why this backend cannot run ``model`` with sampling ``options`` (None when it can)."""
         return None
 
-    @abc.abstractmethod
+    #: The Session subclass :meth:`session` opens.
+    session_class: type[Session]
+
     def session(self, model, batch: int, length: int, local, global_cond,
                 prompt: torch.Tensor | None) -> Session:
-        """A session generating ``length`` samples in total (prompt included)."""
+        """A session generating ``length`` samples in total (prompt included).
+
+        KernelUnavailableError (one line, naming the backend) where :meth:`unavailable`
+        gives a reason for the model's device.
+        """
+        reason = self.unavailable(next(model.parameters()).device)
+        if reason is not None:
+            raise KernelUnavailableError(f"{self.name} backend: {reason}")
+        return self.session_class(model, batch, length, local, global_cond, prompt)
 
 
 def options_need_reference(options) -> str | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wavegen.errors import KernelUnavailableError, UsageError
+from wavegen.errors import UsageError
 from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, Session, head_kind,
                                   prime_layer_inputs)
 
@@ -157,6 +157,7 @@ class CUDAGraphSession(Session):
 class CUDAGraphBackend(Backend):
     name = "cudagraph"
     priority = {"cuda": 10}
+    session_class = CUDAGraphSession
 
     def unavailable(self, device):
         device = torch.device(device)
@@ -165,12 +166,6 @@ class CUDAGraphBackend(Backend):
         if not torch.cuda.is_available():
             return "the cudagraph backend needs a CUDA device (torch.cuda is not available)"
         return None
-
-    def session(self, model, batch, length, local, global_cond, prompt):
-        reason = self.unavailable(next(model.parameters()).device)
-        if reason is not None:
-            raise KernelUnavailableError(f"cudagraph backend: {reason}")
-        return CUDAGraphSession(model, batch, length, local, global_cond, prompt)
 
 
 __all__ = ["CUDAGraphBackend", "CUDAGraphSession", "CHUNK"]

@@ -38,9 +38,7 @@ class ReferenceSession(Session):
 class ReferenceBackend(Backend):
     name = "reference"
     priority = {"cpu": 0, "cuda": 0}
+    session_class = ReferenceSession
 
     def unavailable(self, device):
         return None
-
-    def session(self, model, batch, length, local, global_cond, prompt):
-        return ReferenceSession(model, batch, length, local, global_cond, prompt)

@@ -466,6 +466,7 @@ def _to_device(w: WaveNetWeights, device) -> WaveNetWeights:
 class TritonBackend(Backend):
     name = "triton"
     priority = {"cuda": 20}
+    session_class = TritonSession
 
     def unavailable(self, device):
         if _IMPORT_ERROR is not None:
@@ -487,12 +488,6 @@ class TritonBackend(Backend):
             names = ", ".join(sorted(str(d) for d in dtypes - allowed))
             return f"the triton kernels need float32/bfloat16/float16 weights, got {names}"
         return None
-
-    def session(self, model, batch, length, local, global_cond, prompt):
-        reason = self.unavailable(next(model.parameters()).device)
-        if reason is not None:
-            raise KernelUnavailableError(f"triton backend: {reason}")
-        return TritonSession(model, batch, length, local, global_cond, prompt)
 
 
 __all__ = ["TritonBackend", "TritonSession", "GRAPH_CHUNK"]

@@ -286,6 +286,7 @@ class CPUSession(Session):
 class CPUBackend(Backend):
     name = "cpu"
     priority = {"cpu": 10}
+    session_class = CPUSession
 
     def unavailable(self, device):
         device = torch.device(device)
@@ -305,9 +306,6 @@ class CPUBackend(Backend):
         if model.config.kernel_size > 64:
             return "the cpu kernel supports kernel sizes up to 64"
         return None
-
-    def session(self, model, batch, length, local, global_cond, prompt):
-        return CPUSession(model, batch, length, local, global_cond, prompt)
 
 
 __all__ = ["CPUBackend", "CPUSession", "PackedWeights", "cache_dir", "find_compiler",

@@ -507,6 +507,7 @@ class CUDASession(Session):
 class CUDABackend(Backend):
     name = "cuda"
     priority = {"cuda": 30}
+    session_class = CUDASession
 
     def unavailable(self, device) -> str | None:
         device = torch.device(device)
@@ -534,9 +535,6 @@ class CUDABackend(Backend):
         if model.input.weight.dtype not in WTYPES:
             return f"{model.input.weight.dtype} models are not supported (float32, bfloat16, float16)"
         return None
-
-    def session(self, model, batch, length, local, global_cond, prompt) -> Session:
-        return CUDASession(model, batch, length, local, global_cond, prompt)
 
 
 __all__ = ["CUDABackend", "CUDASession", "DeviceEngine", "Dims", "Plan", "plan_launch", "pack",
