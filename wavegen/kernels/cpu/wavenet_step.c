@@ -321,6 +321,39 @@ static size_t rup(size_t n) { return (n + VL - 1) / VL * VL; }
 
 /* ------------------------------------------------------------------ draws */
 
+/* Index of the first largest of x[0..n) (the draw at temperature 0). */
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int k = 1; k < n; k++)
+        if (x[k] > x[best])
+            best = k;
+    return best;
+}
+
+/* out[k] = x[k] / temperature (in place when out == x); returns the largest out[k]. */
+static float temper(const float *x, float *out, int n, double temperature)
+{
+    float t = (float)temperature;
+    float mz = -INFINITY;
+    for (int k = 0; k < n; k++) {
+        out[k] = x[k] / t;
+        mz = out[k] > mz ? out[k] : mz;
+    }
+    return mz;
+}
+
+/* The class whose cumulative weight first exceeds u * total: cdf[0..n) is the running sum
+ * of unnormalised weights; counts the entries <= the threshold (reference rule). */
+static int inverse_cdf(const float *cdf, int n, float u)
+{
+    float threshold = u * cdf[n - 1];
+    int count = 0;
+    for (int k = 0; k < n; k++)
+        count += cdf[k] <= threshold;
+    return count < n ? count : n - 1;
+}
+
 /* Categorical (reference: log_softmax, / T, inverse-CDF with a float64 running sum). */
 static int64_t draw_categorical(const float *p, int K, float u, double temperature,
                                 float *work)
@@ -340,19 +373,9 @@ static int64_t draw_categorical(const float *p, int K, float u, double temperatu
     float logsum = logf(sum);
     for (int k = 0; k < K; k++)
         work[k] = (p[k] - m) - logsum;
-    if (temperature == 0.0) {
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (work[k] > work[best])
-                best = k;
-        return best;
-    }
-    float t = (float)temperature;
-    float mz = -INFINITY;
-    for (int k = 0; k < K; k++) {
-        work[k] = work[k] / t;
-        mz = work[k] > mz ? work[k] : mz;
-    }
+    if (temperature == 0.0)
+        return argmax(work, K);
+    float mz = temper(work, work, K, temperature);
     for (int k = 0; k < kv; k += VL)
         vstore(work + k, v_exp(vload(work + k) - vsplat(mz)));
     for (int k = kv; k < K; k++)
@@ -362,39 +385,21 @@ static int64_t draw_categorical(const float *p, int K, float u, double temperatu
         run += (double)work[k];
         work[k] = (float)run;
     }
-    float threshold = u * work[K - 1];
-    int64_t count = 0;
-    for (int k = 0; k < K; k++)
-        count += work[k] <= threshold;
-    return count < K ? count : K - 1;
+    return inverse_cdf(work, K, u);
 }
 
 /* Component choice of the mixture: the categorical rule on the raw mixture logits. */
 static int draw_component(const float *logits, int M, float u, double temperature, float *work)
 {
-    if (temperature == 0.0) {
-        int best = 0;
-        for (int k = 1; k < M; k++)
-            if (logits[k] > logits[best])
-                best = k;
-        return best;
-    }
-    float t = (float)temperature;
-    float mz = -INFINITY;
-    for (int k = 0; k < M; k++) {
-        work[k] = logits[k] / t;
-        mz = work[k] > mz ? work[k] : mz;
-    }
+    if (temperature == 0.0)
+        return argmax(logits, M);
+    float mz = temper(logits, work, M, temperature);
     double run = 0.0;
     for (int k = 0; k < M; k++) {
         run += (double)expf(work[k] - mz);
         work[k] = (float)run;
     }
-    float threshold = u * work[M - 1];
-    int count = 0;
-    for (int k = 0; k < M; k++)
-        count += work[k] <= threshold;
-    return count < M ? count : M - 1;
+    return inverse_cdf(work, M, u);
 }
 
 static float draw_mol(const float *p, int M, int64_t bins, float log_scale_min, float u0,
