@@ -68,8 +68,6 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-
-
 def memory_probe(name: str, seconds: float, mode: str) -> dict:
     """Runs in a child process: the process's peak resident memory (MiB), model included."""
     torch.set_num_threads(2)

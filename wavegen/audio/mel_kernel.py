@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from wavegen.native import CLibrary, NativeUnavailable, cache_dir, find_compiler
+from wavegen.native import CLibrary, NativeUnavailable
 
 __all__ = ["BandedFilterbank", "available", "fused_mel", "load", "status"]
 
@@ -50,12 +50,16 @@ def _disabled() -> bool:
 def load() -> ctypes.CDLL:
     """The built library; :class:`~wavegen.native.NativeUnavailable` when it cannot be had.
 
-    Outcomes are remembered per compiler and cache directory, so a process pays for at most
-    one build attempt per setting.
+    Outcomes are remembered per setting of the variables that choose the compiler and the
+    cache directory, so a process pays for at most one build attempt per setting, and a
+    repeated call (one per block of frames) costs a few dictionary lookups.
     """
     if _disabled():
         raise NativeUnavailable("fused mel kernel: disabled by WAVEGEN_DISABLE_NATIVE")
-    key = (tuple(find_compiler() or ()), str(cache_dir()))
+    key = tuple(os.environ.get(name) for name in ("CC", "PATH", "WAVEGEN_KERNEL_CACHE", "HOME"))
+    outcome = _loaded.get(key)
+    if outcome is not None and not isinstance(outcome, str):
+        return outcome
     with _lock:
         if key not in _loaded:
             try:
