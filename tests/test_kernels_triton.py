@@ -217,7 +217,7 @@ def test_cudagraph_step_runs_eagerly_like_the_reference(config):
     model = build(*config)
     prompt = random_targets(model, BATCH, 5)
     session, ref = sessions(model, 16 * HOP, prompt, backend=CUDAGraphSession)
-    session.use_graphs = False
+    session.graphs.enabled = False
     previous = prompt[:, -1]
     for _ in range(3):
         assert_params_close(session.step_params(previous), ref.step_params(previous))
@@ -255,3 +255,33 @@ def test_gpu_backends_match_the_reference(monkeypatch, name, config):
         assert_same_draws(model, samples.cpu(), expected.cpu())
         previous = samples[:, -1]
     assert_params_close(session.step_params(previous), ref.step_params(previous))
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3]], ids=[IDS[1], IDS[3]])
+def test_cudagraph_generate_with_graphs_on_falls_back_when_capture_fails(config, monkeypatch):
+    """The chunked path with graphs left on (the default): warm-up chunk, then a capture
+    that fails (here always: a recording stand-in for torch.cuda on the CPU), then eager
+    steps; the samples are the reference's throughout."""
+    import contextlib
+
+    class Stream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    def failing_capture(graph):
+        raise RuntimeError("capture not possible here")
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    model = build(*config)
+    prompt = random_targets(model, BATCH, 5)
+    session, ref = sessions(model, 35 * HOP, prompt, backend=CUDAGraphSession)
+    assert session.graphs.enabled
+    check_generation(session, ref, model, prompt[:, -1], 2 * 64 + 7, 1.0, seed=8)
+    assert not session.graphs.enabled  # the second chunk tried to capture, and gave up

@@ -260,7 +260,8 @@ class GraphedChunks:
     The first chunk at a given key (the temperature: it is baked into the launches) runs
     eagerly on a side stream, which compiles and warms everything up as capture requires;
     the next one is captured into a ``torch.cuda.CUDAGraph``, and every later one replays
-    it. A failed capture switches graphs off (``enabled``) and the caller runs eagerly.
+    it. A failed capture switches graphs off (``enabled``) and the caller runs eagerly;
+    set ``enabled = False`` to never capture (eager launches only).
 
     ``stage(uniforms [B, n, U], cond [B, n, W] or None, out_dtype)`` copies a chunk's inputs
     into the static buffers (allocated on first use); the step function reads them from

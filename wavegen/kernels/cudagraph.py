@@ -23,7 +23,6 @@ Importing this module and :meth:`CUDAGraphBackend.unavailable` work without CUDA
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -127,7 +126,7 @@ class CUDAGraphSession(Session):
         out = torch.empty(self.batch, n, dtype=self.prev.dtype, device=self.device)
         self._set_previous(previous)
         t = 0
-        while (self.use_graphs and self.graphs.enabled and n - t >= CHUNK
+        while (self.graphs.enabled and n - t >= CHUNK
                and (self.stream.upsampled is None or self.time + CHUNK <= self.length)):
             self._chunk(uniforms[:, t:t + CHUNK], temperature)
             out[:, t:t + CHUNK] = self.graphs.static["out"]

@@ -301,9 +301,6 @@ class TritonSession(Session):
     the CPU interpreter, and a failed capture run the same launches eagerly.
     """
 
-    #: Set False to never capture CUDA graphs (eager launches only).
-    use_graphs = True
-
     def __init__(self, model, batch, length, local, global_cond, prompt):
         super().__init__(model, batch, length, local, global_cond, prompt)
         self.kind = head_kind(model)
@@ -421,7 +418,7 @@ class TritonSession(Session):
         self._set_input(previous)
         t = 0
         if self.device.type == "cuda" and self.precise:
-            while (self.use_graphs and self.graphs.enabled and n - t >= GRAPH_CHUNK
+            while (self.graphs.enabled and n - t >= GRAPH_CHUNK
                    and self._graph_fits()):
                 self._graph_chunk(uniforms[:, t:t + GRAPH_CHUNK], temperature)
                 out[:, t:t + GRAPH_CHUNK] = self.graphs.static["out"]
