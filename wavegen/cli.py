@@ -8,7 +8,9 @@ plus one :func:`register` call, nothing else changes.
 Errors a user can cause (any :class:`~wavegen.errors.WavegenError`, and argparse usage
 errors) print exactly one line, ``wavegen: error: <message>``, to stderr and exit with
 status 2: no traceback, no usage dump, and no partial output file (outputs are written
-atomically). Ctrl-C exits with status 130 and one line. Anything else is a bug and keeps
+atomically). Faults of the machine (disk full, read-only folder: a
+:class:`~wavegen.errors.StorageError`, or an OSError with such an errno) print one line that
+names the file and exit with status 1. Ctrl-C exits with status 130 and one line. Anything else is a bug and keeps
 its traceback.
 
 Heavy imports (torch, librosa, matplotlib) happen inside the commands, so ``--help``,
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import wavegen
-from wavegen.errors import UsageError, WavegenError
+from wavegen.errors import StorageError, UsageError, WavegenError, is_storage_error, storage_error
 
 PROG = "wavegen"
 EXIT_USAGE = 2
@@ -102,7 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except WavegenError as e:
         _error_line(str(e))
-        return EXIT_USAGE
+        return e.exit_status
+    except OSError as e:
+        # A full disk, a read-only folder, a quota: the machine's fault, said in one line
+        # that names the file (exit 1). Any other OSError is a bug and keeps its traceback.
+        if not is_storage_error(e):
+            raise
+        _error_line(str(storage_error(e)))
+        return StorageError.exit_status
     except KeyboardInterrupt:
         _error_line("interrupted", prefix="")
         return EXIT_INTERRUPTED
