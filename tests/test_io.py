@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from wavegen.audio import io as audio_io
 from wavegen.audio.io import AudioInfo, audio_info, load_audio, save_audio
-from wavegen.errors import AudioFileError, UsageError, WavegenError
+from wavegen.errors import AudioFileError, StorageError, UsageError, WavegenError
 
 HAS_MP3 = sf.check_format("MP3", "MPEG_LAYER_III")
 needs_mp3 = pytest.mark.skipif(not HAS_MP3, reason="this libsndfile cannot write MP3")
@@ -313,7 +313,7 @@ def test_inf_waveform_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "failure, expected",
     [
-        (OSError(errno.ENOSPC, "No space left on device"), AudioFileError),
+        (OSError(errno.ENOSPC, "No space left on device"), StorageError),
         (sf.LibsndfileError(1), AudioFileError),
         (KeyboardInterrupt(), KeyboardInterrupt),
     ],
@@ -329,8 +329,10 @@ def test_failure_mid_write_leaves_target_and_no_temp(existing_target, monkeypatc
     monkeypatch.setattr(sf, "write", write_half_then_fail)
     with pytest.raises(expected) as caught:
         save_audio(path, tones(8000, 0.5), 8000)
-    if expected is AudioFileError:
+    if expected in (AudioFileError, StorageError):
         assert "out.wav" in str(caught.value) and "\n" not in str(caught.value)
+    if expected is StorageError:
+        assert str(caught.value).endswith("out.wav: no space left on device")
     assert path.read_bytes() == before
     assert files_in(path.parent) == ["out.wav"]
 
@@ -340,7 +342,7 @@ def test_failed_save_to_new_path_creates_nothing(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(sf, "write", fail)
-    with pytest.raises(AudioFileError, match="Input/output error"):
+    with pytest.raises(StorageError, match="new.flac: input/output error"):
         save_audio(tmp_path / "new.flac", tones(8000, 0.1), 8000)
     assert files_in(tmp_path) == []
 

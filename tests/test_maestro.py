@@ -302,6 +302,28 @@ def test_bad_files_are_reported_once_and_skipped(tmp_path, caplog):
     assert ds[0]["audio"].shape == (1, CROP)
 
 
+def test_midi_length_is_when_its_notes_stop_sounding(tmp_path):
+    """Silent events after the last note (common in real files) do not make a MIDI file
+    "longer than its audio"; notes sounding well past the audio do."""
+    root = tmp_path / "corpus"
+    for name in ("trailing_events", "notes_past_audio"):
+        write_recording(root, name)
+    trailing = pretty_midi.PrettyMIDI(str(root / "2018" / "trailing_events.midi"))
+    trailing.instruments[0].control_changes.append(pretty_midi.ControlChange(7, 90, 20.0))
+    trailing.text_events.append(pretty_midi.Text("end", 30.0))
+    trailing.write(str(root / "2018" / "trailing_events.midi"))
+    late = pretty_midi.PrettyMIDI(str(root / "2018" / "notes_past_audio.midi"))
+    late.instruments[0].notes.append(pretty_midi.Note(velocity=90, pitch=72, start=1.5, end=5.0))
+    late.write(str(root / "2018" / "notes_past_audio.midi"))
+    write_metadata(root, [entry("trailing_events", "train"), entry("notes_past_audio", "train")])
+
+    ds = dataset(root, tmp_path / "cache")
+    assert [Path(f.source).stem for f in ds.files] == ["trailing_events"]
+    (skipped,) = ds.skipped
+    assert Path(skipped.path).name == "notes_past_audio.midi"
+    assert "MIDI notes sound until 5.00 s but the audio lasts 2.00 s" in skipped.reason
+
+
 def test_no_usable_file_is_a_data_error(tmp_path):
     root = tmp_path / "corpus"
     write_recording(root, "a")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pretty_midi
@@ -13,6 +15,7 @@ from wavegen.data.midi import (
     PianoRollConfig,
     load_midi,
     pedal_intervals,
+    performance_end,
     performed_notes,
     piano_roll,
     time_to_frame,
@@ -142,6 +145,20 @@ def test_pedal_extends_released_notes_until_pedal_release_or_restrike():
     assert torch.equal(pedal[0], expected_pedal)
 
 
+def test_performance_ends_with_the_last_sounding_note_not_with_silent_events():
+    midi = make_midi([(60, 100, 0.0, 0.5), (64, 90, 1.0, 1.5)], pedal=[(1.2, 127), (2.5, 0)])
+    # Silent events long after the last note, as real files have them.
+    midi.instruments[0].control_changes.append(pretty_midi.ControlChange(7, 90, 30.0))
+    midi.time_signature_changes.append(pretty_midi.TimeSignature(3, 4, 40.0))
+    midi.text_events.append(pretty_midi.Text("fine", 50.0))
+    assert midi.get_end_time() == 50.0
+    # The note released under the pedal sounds until the pedal lifts at 2.5 s.
+    assert performance_end(midi) == 2.5 == max(n.end for n in performed_notes(midi))
+    assert performance_end(make_midi([(60, 100, 0.2, 0.9)])) == 0.9
+    assert performance_end(pretty_midi.PrettyMIDI()) == 0.0
+    assert performance_end(make_midi([], drums=[(36, 100, 0.0, 4.0)])) == 0.0
+
+
 def test_overlapping_notes_of_one_pitch_are_cut_at_the_restrike_without_pedal():
     midi = make_midi([(60, 100, 0.0, 1.0), (60, 50, 0.5, 0.6)])
     assert [(n.start, n.end) for n in performed_notes(midi)] == [(0.0, 0.5), (0.5, 0.6)]
@@ -204,3 +221,18 @@ def test_empty_midi_gives_an_empty_roll():
     roll = piano_roll(pretty_midi.PrettyMIDI(), CONFIG)
     assert roll.shape == (CONFIG.num_channels, 0)
     assert piano_roll(pretty_midi.PrettyMIDI(), CONFIG, num_frames=5).abs().sum() == 0
+
+
+def test_datasets_readme_gives_the_channel_count_the_code_gives():
+    """datasets/README.md states the roll's size twice and its blocks once: all must match
+    PianoRollConfig, so the documentation cannot drift from the code again."""
+    text = (Path(__file__).resolve().parents[1] / "datasets" / "README.md").read_text()
+    config = PianoRollConfig(sample_rate=16000, hop_length=256)
+    stated = [int(n) for n in re.findall(r"(\d+) channels", text)]
+    assert len(stated) >= 2 and set(stated) == {config.num_channels}, stated
+    blocks = re.search(r"onsets \((\d+)\), sounding frames.*?\((\d+)\), velocities \((\d+)\), "
+                       r"sustain pedal \((\d+)\)", text, re.S)
+    sizes = [int(n) for n in blocks.groups()]
+    assert sizes == [config.num_pitches] * 3 + [1]
+    assert sum(sizes) == config.num_channels
+    assert [s.stop - s.start for s in config.channel_slices().values()] == sizes

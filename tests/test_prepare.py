@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pretty_midi
@@ -13,7 +15,8 @@ import pytest
 import soundfile as sf
 
 from wavegen.cli import main
-from wavegen.data.midi import load_midi, pedal_intervals
+from wavegen.data.maestro import MaestroDataset
+from wavegen.data.midi import PianoRollConfig, load_midi, pedal_intervals, performance_end
 from wavegen.data.performance import STYLES, generate_performance
 from wavegen.data.prepare import (
     CSV_NAME,
@@ -23,7 +26,8 @@ from wavegen.data.prepare import (
     _split_counts,
     prepare_corpus,
 )
-from wavegen.errors import DataError, UsageError
+from wavegen.errors import DataError, StorageError, UsageError
+from wavegen.utils import atomic
 
 SR = 16000
 
@@ -115,7 +119,7 @@ def test_prepare_builds_a_maestro_v3_corpus_from_generated_pieces(tmp_path):
         assert math.isclose(float(row["duration"]), info.frames / SR, abs_tol=1e-9)
         midi = load_midi(out / row["midi_filename"])
         # The audio covers the performance, its release and a short tail, no more.
-        assert midi.get_end_time() <= info.frames / SR <= midi.get_end_time() + 1.0
+        assert performance_end(midi) <= info.frames / SR <= performance_end(midi) + 1.0
         audio, _ = sf.read(str(out / row["audio_filename"]))
         assert np.abs(audio).max() > 1e-3
     marker = json.loads((out / MARKER_NAME).read_text())
@@ -216,6 +220,105 @@ def test_foreign_folders_are_refused_and_own_corpora_are_replaced(tmp_path):
     assert len(first.pieces) == 3 and len(read_csv(out / CSV_NAME)[1]) == 1
 
 
+def midi_with_events_after_the_last_note() -> bytes:
+    """Two notes ending at 1 s, then (as real files often have) a volume change at 10 s and a
+    tempo change at 12 s, which pretty_midi's get_end_time() counts: 12 s."""
+    import mido
+
+    ticks = 480  # per beat; 120 bpm: a beat is 0.5 s
+    tempo_map = mido.MidiTrack([
+        mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+        mido.MetaMessage("set_tempo", tempo=600_000, time=24 * ticks),
+        mido.MetaMessage("end_of_track", time=4 * ticks),
+    ])
+    piano = mido.MidiTrack([
+        mido.Message("program_change", program=0, time=0),
+        mido.Message("note_on", note=60, velocity=90, time=0),
+        mido.Message("note_off", note=60, velocity=0, time=ticks),
+        mido.Message("note_on", note=64, velocity=80, time=0),
+        mido.Message("note_off", note=64, velocity=0, time=ticks),
+        mido.Message("control_change", control=7, value=100, time=18 * ticks),
+        mido.MetaMessage("end_of_track", time=0),
+    ])
+    buffer = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=ticks, tracks=[tempo_map, piano]).save(file=buffer)
+    return buffer.getvalue()
+
+
+def test_prepared_midi_with_events_after_the_last_note_is_accepted_by_the_maestro_reader(
+        tmp_path, capsys):
+    midi_dir = tmp_path / "midi"
+    midi_dir.mkdir()
+    (midi_dir / "piece.mid").write_bytes(midi_with_events_after_the_last_note())
+    midi = load_midi(midi_dir / "piece.mid")
+    assert math.isclose(midi.get_end_time(), 12.0) and math.isclose(performance_end(midi), 1.0)
+
+    out = tmp_path / "corpus"
+    status, stdout, stderr = run(capsys, "prepare", out, "--midi", midi_dir)
+    assert status == 0, stderr
+    assert stdout.startswith("prepared 1 piece (1 train, 0 validation, 0 test)")
+    (row,) = read_csv(out / CSV_NAME)[1]
+    # The audio covers the notes, the release and the tail, not the silent events.
+    assert 1.0 < float(row["duration"]) < 2.0
+
+    roll = PianoRollConfig(sample_rate=SR, hop_length=256)
+    dataset = MaestroDataset(out, "train", sample_rate=SR, crop_samples=64 * 256, roll=roll,
+                             cache_dir=tmp_path / "cache")
+    assert dataset.skipped == [] and len(dataset.files) == 1
+    item = dataset[0]
+    assert item["roll"].shape == (roll.num_channels, 64) and item["roll"].sum() > 0
+
+
+@pytest.fixture
+def full_disk_for(monkeypatch):
+    """``full_disk_for(suffix)``: from then on, flushing a file whose name ends with
+    ``suffix`` to disk fails with ENOSPC, as on a full disk (every corpus file, the audio
+    included, goes through wavegen.utils.atomic)."""
+    real_fsync = atomic._fsync_file
+
+    def arm(suffix: str) -> None:
+        def fsync(path):
+            if path.name.startswith(".") and f"{suffix}." in path.name:  # .NAME.XXXX.tmp
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(path)
+
+        monkeypatch.setattr(atomic, "_fsync_file", fsync)
+
+    return arm
+
+
+@pytest.mark.parametrize("failing", [".wav", ".midi", CSV_NAME])
+def test_full_disk_names_the_file_and_leaves_nothing_half_written(
+        tmp_path, capsys, full_disk_for, failing):
+    out = tmp_path / "corpus"
+    full_disk_for(failing)
+    status, stdout, stderr = run(capsys, "prepare", out, "--generate", 2, "--seconds", 1,
+                                 "--sample-rate", 8000)
+    assert status == 1 and stdout == ""
+    name = re.escape(failing) if failing == CSV_NAME else rf"\d{{4}}/[^ ]+{re.escape(failing)}"
+    expected = rf"wavegen: error: {re.escape(str(out))}/{name}: no space left on device\n"
+    assert re.fullmatch(expected, stderr), stderr
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith(".tmp")]
+    assert not any(f.endswith(failing) for f in files)
+    assert json.loads((out / MARKER_NAME).read_text())["complete"] is False
+
+    # With space again, preparing into the folder gives exactly the new corpus: the files
+    # the failed run wrote for its second piece are gone.
+    full_disk_for(".nothing")
+    result = prepare_corpus(out, num_generated=1, seconds=1.0, sample_rate=8000)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    (piece,) = result.pieces
+    assert files == {CSV_NAME, JSON_NAME, MARKER_NAME, piece.midi_filename, piece.audio_filename}
+
+
+def test_full_disk_is_a_storage_error_in_python(tmp_path, full_disk_for):
+    full_disk_for(".midi")
+    with pytest.raises(StorageError, match="no space left on device") as caught:
+        prepare_corpus(tmp_path / "corpus", num_generated=1, seconds=1.0, sample_rate=8000)
+    assert caught.value.path.endswith(".midi") and caught.value.exit_status == 1
+
+
 def test_split_counts():
     assert _split_counts(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
     assert _split_counts(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
@@ -263,7 +366,7 @@ def test_cli_prepare_reports_skipped_files_on_stderr(tmp_path, capsys):
     warnings = stderr.splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("wavegen: warning: skipped ")
     assert "bad.mid" in warnings[0]
-    assert "prepared 1 pieces" in stdout and "skipped 1" in stdout
+    assert "prepared 1 piece (" in stdout and "skipped 1" in stdout
 
 
 def test_cli_prepare_bad_input_is_one_line_and_status_2(tmp_path, capsys):
@@ -274,5 +377,5 @@ def test_cli_prepare_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert_one_line_error(*run(capsys, "prepare", tmp_path / "new", "--midi", tmp_path / "nope"),
                           "not found")
     assert_one_line_error(*run(capsys, "prepare", tmp_path / "new"), "nothing to prepare")
-    assert_one_line_error(*run(capsys, "prepare", tmp_path / "new", "--generate", "x"), "invalid int")
+    assert_one_line_error(*run(capsys, "prepare", tmp_path / "new", "--generate", "x"), "not a whole number")
     assert not (tmp_path / "new").exists()

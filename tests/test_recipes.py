@@ -49,3 +49,40 @@ def test_tiny_recipe_trains_a_few_steps(path, corpus, tmp_path):
         overrides += ["--set", f"data.root={corpus}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress", *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "step-0000004" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.stem.endswith("-tiny")],
+                         ids=lambda p: p.stem)
+def test_tiny_recipe_size_estimates_match_the_built_models(path):
+    from wavegen.models.discriminators import build_discriminator, estimate_discriminator
+    from wavegen.models.registry import get_family
+
+    def parameters(module):
+        return sum(p.numel() for p in module.parameters())
+
+    recipe = load_recipe(path)
+    model = get_family(recipe.model["family"]).model_class(recipe.model_config)
+    assert parameters(model) == recipe.model_config.estimate_size().parameters
+    for kind, arguments in recipe.discriminators.items():
+        built = build_discriminator(kind, arguments, recipe.feature_config)
+        estimate = estimate_discriminator(kind, arguments, recipe.feature_config)
+        assert parameters(built) == estimate.parameters, kind
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (bytes(range(256)) * 8, "not a text file (a recipe is UTF-8 YAML)"),
+    (b"- name: a list\n- task: likelihood\n", "a recipe must be a YAML mapping (key: value "
+                                             "lines), got list"),
+    (b"just a sentence\n", "a recipe must be a YAML mapping (key: value lines), got str"),
+    (b"name: x\nmodel: [wavenet]\n", "recipe.model must be a mapping, got list"),
+    (b"name: x\nmodel: {family: wavenet}\ndiscriminators: [mpd]\n",
+     "recipe.discriminators must be a mapping"),
+    (b"name: [unclosed\n", "invalid YAML at line"),
+])
+def test_a_file_that_is_not_a_recipe_fails_in_one_line_naming_it(tmp_path, capsys, content,
+                                                                 fragment):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"wavegen: error: {path}: ") and fragment in err

@@ -62,6 +62,26 @@ def test_midi_model_samples_the_length_of_the_midi(tmp_path, corpus, capsys):
     assert not (tmp_path / "y.wav").exists()
 
 
+def test_midi_events_after_the_last_note_do_not_lengthen_the_sample(tmp_path, corpus):
+    import pretty_midi
+
+    from wavegen.data.midi import performance_end
+
+    bundle = trained(tmp_path, "wavenet-midi-tiny.yaml", corpus)
+    piece = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes.append(pretty_midi.Note(velocity=80, pitch=60, start=0.0, end=0.1))
+    piano.control_changes.append(pretty_midi.ControlChange(number=7, value=90, time=5.0))
+    piece.instruments.append(piano)
+    midi = tmp_path / "trailing.mid"
+    piece.write(str(midi))
+    assert pretty_midi.PrettyMIDI(str(midi)).get_end_time() >= 5.0
+    out = tmp_path / "t.wav"
+    assert main(["sample", str(bundle), "-o", str(out), "--midi", str(midi), "--no-progress"]) == 0
+    frames = -(-performance_end(pretty_midi.PrettyMIDI(str(midi))) * 16000 // 256)
+    assert sf.info(out).frames == int(frames) * 256 < 16000
+
+
 def test_mel_model_refuses_features_of_another_shape(tmp_path, corpus, capsys):
     bundle = trained(tmp_path, "wavenet-mel-tiny.yaml", corpus)
     good = tmp_path / "good.npy"
@@ -77,7 +97,7 @@ def test_mel_model_refuses_features_of_another_shape(tmp_path, corpus, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((100, 3), dtype=np.float32))
     assert main(["sample", str(bundle), "-o", str(tmp_path / "n.wav"), "--mel", str(bad)]) == 2
-    assert "does not match the model's features" in error_line(capsys)
+    assert "does not match the features [80, frames]" in error_line(capsys)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):

@@ -1,9 +1,11 @@
-"""The trainer: exact resume after SIGKILL, DDP equivalence, accumulation, AMP, recipes."""
+"""The trainer: exact resume after SIGKILL, DDP equivalence, accumulation, AMP, recipes, what
+it prints (validation lines, summary, a phase-aware ETA) and its validation samples."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -21,6 +24,7 @@ from wavegen.cli import main
 from wavegen.errors import CheckpointError, ConfigError
 from wavegen.train.build import build_datasets, build_task, bundle_info
 from wavegen.train.distributed import DistInfo
+from wavegen.train.progress import PhaseClock, TrainingBar, validation_line
 from wavegen.train.recipe import load_recipe
 from wavegen.train.trainer import Trainer
 
@@ -28,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "wavenet-tones-tiny.yaml"
 
 
-def trainer_for(out, *overrides, dist_info=None):
+def trainer_for(out, *overrides, dist_info=None, progress=False):
     recipe = load_recipe(TINY, list(overrides))
     train_set, val_set = build_datasets(recipe)
     return Trainer(build_task(recipe), train_set, val_set, recipe.train, out, bundle_info(recipe),
-                   recipe=recipe.to_dict(), dist_info=dist_info, progress=False)
+                   recipe=recipe.to_dict(), dist_info=dist_info, progress=progress)
 
 
 def final_weights(out: Path, step: int) -> dict[str, torch.Tensor]:
@@ -187,3 +191,88 @@ def test_resume_is_exact_for_a_model_that_draws_random_numbers_in_training(tmp_p
     a, b = final_weights(tmp_path / "straight", 6), final_weights(tmp_path / "split", 6)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------- what a run prints
+
+def test_validation_results_print_as_they_come_with_or_without_the_bar(tmp_path, capsys):
+    assert main(["train", str(TINY), "--out", str(tmp_path / "quiet"), "--no-progress",
+                 "--set", "train.steps=4", "--set", "train.val_every=2",
+                 "--set", "train.checkpoint_every=4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"step 2: val nll [\d.]+ \(best\); bits [\d.]+", lines[0]), lines
+    assert lines[1].startswith("step 4: val nll ")
+    assert lines[-1].startswith("trained to step 4 in ")  # --no-progress keeps the summary
+    trainer_for(tmp_path / "bar", "train.steps=4", "train.val_every=2",
+                "train.checkpoint_every=4", progress=True).fit()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 2", "step 4"]
+    assert lines[-1].startswith("trained to step 4 in ")
+    assert "4/4" in captured.err  # the bar itself
+
+
+def test_a_validation_line_marks_the_lowest_loss_and_lists_the_rest():
+    metrics = {"nll": 3.21, "bits": 4.631, "sample_nll": 3.0}
+    assert validation_line(200, metrics, "nll", True) == \
+        "step 200: val nll 3.21 (best); bits 4.631, sample_nll 3"
+    assert validation_line(400, {"nll": 3.5}, "nll", False) == "step 400: val nll 3.5"
+
+
+def test_the_eta_before_the_discriminator_starts_counts_its_slower_steps():
+    recipe = load_recipe(ROOT / "recipes" / "hifigan-tiny.yaml",
+                         ["data.kind=tones", "data.root=null"])
+    task = build_task(recipe)
+    start, steps = recipe.adversarial_config.discriminator_start, recipe.train.steps
+    assert 0 < start < steps
+    clock = PhaseClock(task.phases(), steps)
+    for step in range(100):
+        clock.record(step, 0.05)
+    naive = (steps - 100) * 0.05  # what tqdm shows: the current rate x the steps left
+    expected = (start - 100) * 0.05 + (steps - start) * 0.05 * task.adversarial_step_cost
+    assert clock.remaining(100) == pytest.approx(expected)
+    assert clock.remaining(100) > 1.4 * naive
+    # Once the discriminator runs, the rate measured with it counts (not a blend).
+    for step in range(start, start + 10):
+        clock.record(step, 0.5)
+    assert clock.remaining(start + 10) == pytest.approx((steps - start - 10) * 0.5)
+
+
+def test_the_bar_shows_the_trainers_phase_aware_eta(tmp_path, monkeypatch):
+    shown = []
+
+    class RecordingBar(TrainingBar):
+        def advance(self, remaining_s):
+            shown.append(remaining_s)
+            super().advance(remaining_s)
+
+    monkeypatch.setattr("wavegen.train.trainer.TrainingBar", RecordingBar)
+    trainer_for(tmp_path, "train.steps=3", "train.checkpoint_every=3", "train.val_every=3").fit()
+    assert len(shown) == 3 and shown[-1] == 0.0 and all(s is not None and s >= 0 for s in shown)
+    bar = TrainingBar(100, 0, True)
+    bar.advance(123.0)
+    assert "<02:03" in str(bar.bar)
+    bar.close()
+
+
+# --------------------------------------------------------------------------- validation samples
+
+def test_wavenet_validation_samples_have_the_recipe_length_and_a_png(tmp_path):
+    """0.15 s at 8 kHz is 1200 samples, more than one 1024-sample validation item: items
+    are joined. The unconditional WaveNet has no features; its PNG still comes."""
+    out = tmp_path / "run"
+    trainer_for(out, "train.steps=1", "train.val_every=1", "train.checkpoint_every=1",
+                "train.sample_seconds=0.15").fit()
+    samples = out / "samples" / "step-0000001"
+    assert soundfile.info(str(samples / "sample.wav")).frames == 1200
+    assert soundfile.info(str(samples / "reference.wav")).frames == 1200
+    assert (samples / "sample.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_validation_sample_longer_than_the_validation_set_is_refused_at_start(tmp_path, capsys):
+    out = tmp_path / "run"  # 8 validation items of 1024 samples at 8 kHz: ~1 s in all
+    assert main(["train", str(TINY), "--out", str(out), "--no-progress",
+                 "--set", "train.sample_seconds=2", "--set", "train.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.sample_seconds" in err, err
+    assert not (out / "checkpoints").exists() and not (out / "log.csv").exists()

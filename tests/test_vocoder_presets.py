@@ -40,3 +40,12 @@ def test_hops_with_odd_factors_keep_exact_lengths(hop):
         with torch.no_grad():
             out = generator(torch.randn(1, 80, 7))
         assert out.shape[-1] == 7 * hop, (hop, name)
+
+
+@pytest.mark.parametrize("hop", [120, 256, 300])
+def test_size_estimates_are_exact_for_every_generator(hop):
+    """The analytic estimate the size limits use is what the built generator holds, so a
+    model is neither refused nor let through by mistake."""
+    for name, generator in generators(80, hop, 24000):
+        built = sum(p.numel() for p in generator.parameters())
+        assert generator.config.estimate_size().parameters == built, (hop, name)

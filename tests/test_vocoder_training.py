@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 
 from wavegen.audio.griffinlim import mel_to_audio
@@ -69,3 +70,17 @@ def test_tiny_hifigan_beats_griffin_lim_on_held_out_piano(tmp_path, capsys):
           f"HiFi-GAN tiny {sum(gan_scores) / len(gan_scores):.3f}, "
           f"Griffin-Lim 32 {sum(gl_scores) / len(gl_scores):.3f}")
     assert sum(gan_scores) < sum(gl_scores)
+
+
+def test_gan_validation_samples_have_the_recipe_length_and_a_png(tmp_path):
+    """0.6 s at 16 kHz: 9600 samples, more than one 4096-sample crop and not whole frames."""
+    run = tmp_path / "run"
+    assert main(["train", str(RECIPE), "--out", str(run), "--no-progress",
+                 "--set", "data.kind=tones", "--set", "data.root=null",
+                 "--set", "train.steps=1", "--set", "train.batch_size=2",
+                 "--set", "train.val_batches=1", "--set", "train.val_every=1",
+                 "--set", "train.checkpoint_every=1", "--set", "train.sample_seconds=0.6"]) == 0
+    samples = run / "samples" / "step-0000001"
+    assert soundfile.info(str(samples / "generated.wav")).frames == 9600
+    assert soundfile.info(str(samples / "reference.wav")).frames == 9600
+    assert (samples / "generated.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,11 @@ Layout::
 
 A bundle is written into a hidden temporary directory next to its final place and renamed
 into place only when complete, so a killed process leaves either the previous bundle or the
-new one, never a mix. Loading checks that the tensors match the model the config builds
-exactly (no missing or unexpected names, equal shapes) and raises
+new one, never a mix (plus, at worst, hidden leftovers that
+:func:`recover_interrupted_saves` tidies up). A full disk while saving is a one-line
+:class:`~wavegen.errors.StorageError` naming the file, with the temporary directory removed
+and any previous bundle at that place untouched. Loading checks that the tensors match the
+model the config builds exactly (no missing or unexpected names, equal shapes) and raises
 :class:`~wavegen.errors.CheckpointError` with one line otherwise.
 """
 
@@ -20,8 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +39,13 @@ from torch import nn
 
 import wavegen
 from wavegen.audio.features import FeatureConfig
-from wavegen.errors import CheckpointError, WavegenError
+from wavegen.errors import (CheckpointError, WavegenError, is_storage_error,
+                            storage_error)
 from wavegen.models.registry import get_family
-from wavegen.utils.atomic import atomic_write_text
+from wavegen.models.size import check_config_size
+from wavegen.utils.config import coerce
+from wavegen.utils.atomic import (atomic_write_text, remove_leftover_temporaries,
+                                  storage_errors_named, temporary_name)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -83,40 +93,100 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, info: BundleInfo, *,
     be resumed or fine-tuned with them.
 
     With ``replace`` an existing bundle at ``path`` is swapped out atomically; otherwise an
-    existing path is a CheckpointError.
+    existing path is a CheckpointError. A storage fault (full disk, quota, read-only file
+    system) is a :class:`~wavegen.errors.StorageError` naming the file being written; the
+    temporary directory is removed and whatever was at ``path`` before stays as it was.
     """
     target = Path(path)
     if target.exists() and not replace:
         raise CheckpointError(f"{target}: already exists")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with storage_errors_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(**temporary_name(target)))
     try:
-        info_json = info.to_json()
-        atomic_write_text(tmp / CONFIG_FILE, json.dumps(info_json, indent=2, sort_keys=True) + "\n")
-        save_file(_state_for_saving(model.state_dict()), str(tmp / MODEL_FILE),
-                  metadata={"family": info.family, "wavegen_version": wavegen.__version__})
+        def write(name: str, writer) -> None:
+            # A storage fault names the file as it would be in the finished bundle.
+            with storage_errors_named(target / name):
+                writer(tmp / name)
+
+        info_json = json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n"
+        write(CONFIG_FILE, lambda file: atomic_write_text(file, info_json))
+        metadata = {"family": info.family, "wavegen_version": wavegen.__version__}
+        write(MODEL_FILE, lambda file: save_file(_state_for_saving(model.state_dict()), str(file),
+                                                 metadata=metadata))
         if ema_state is not None:
-            save_file(_state_for_saving(ema_state), str(tmp / EMA_FILE))
+            write(EMA_FILE, lambda file: save_file(_state_for_saving(ema_state), str(file)))
         for name, module in (auxiliary or {}).items():
-            save_file(_state_for_saving(module.state_dict()), str(tmp / auxiliary_file(name)))
+            write(auxiliary_file(name),
+                  lambda file, m=module: save_file(_state_for_saving(m.state_dict()), str(file)))
         if training_state is not None:
-            torch.save(training_state, tmp / STATE_FILE)
+            write(STATE_FILE, lambda file: _save_pickle_free(training_state, file))
         for name in os.listdir(tmp):
-            with open(tmp / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            write(name, _fsync)
+        with storage_errors_named(target):
+            _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _save_pickle_free(state: dict[str, Any], file: Path) -> None:
+    # Through an open file: torch.save(obj, path) reports a full disk as a bare RuntimeError
+    # ("unexpected pos"), while with a file object the OSError (ENOSPC) stays attached.
+    with open(file, "wb") as handle:
+        torch.save(state, handle)
+
+
+def _fsync(file: Path) -> None:
+    with open(file, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _old_name(target: Path) -> Path:
+    """Where :func:`save_bundle` parks the bundle it replaces during the swap."""
+    return target.with_name(f".{target.name}.old")
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the complete bundle ``tmp`` to ``target``, replacing any bundle there.
+
+    Two renames cannot be one atomic step: the old bundle is first parked as ``.NAME.old``,
+    so a kill in between leaves ``.NAME.old`` complete and ``NAME`` missing, which
+    :func:`recover_interrupted_saves` undoes. While ``NAME`` exists, ``.NAME.old`` is garbage.
+    """
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = _old_name(target)
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_interrupted_saves(directory: str | os.PathLike) -> list[Path]:
+    """Tidy up after :func:`save_bundle` calls killed mid-way in ``directory``.
+
+    Hidden temporary bundles (``.NAME.RANDOM.tmp``, incomplete by definition) are deleted;
+    a parked ``.NAME.old`` is deleted when ``NAME`` exists (a half-finished clean-up) and
+    renamed back to ``NAME`` when it does not (the kill fell between the two renames of a
+    replacement, so it is the last complete bundle). Only call it while nothing else can be
+    saving into ``directory``. Returns the paths removed or restored.
+    """
+    directory = Path(directory)
+    touched = remove_leftover_temporaries(directory)
+    for old in directory.glob(".*.old"):
+        target = directory / old.name[1:-len(".old")]
+        if not old.is_dir() or not target.name:
+            continue
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
+        touched.append(old)
+    return touched
 
 
 def auxiliary_file(name: str) -> str:
@@ -128,28 +198,42 @@ def auxiliary_file(name: str) -> str:
 
 def read_bundle_info(path: str | os.PathLike) -> BundleInfo:
     """Parse and validate ``config.json`` of the bundle at ``path``."""
-    root = Path(path)
+    root = resolve_bundle_path(path)
     config_path = root / CONFIG_FILE
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a wavegen bundle directory")
     if not config_path.is_file():
         raise CheckpointError(f"{root}: no {CONFIG_FILE} (not a wavegen bundle)")
     try:
-        data = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{config_path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{config_path}: must be a JSON object (family, model, "
+                              f"sample_rate, ...), got a JSON {_json_kind(data)}")
     try:
         family = get_family(data["family"])
         model_config = family.config_class.from_dict(data["model"], "model")
-        features = None if data.get("features") is None else FeatureConfig.from_dict(data["features"])
-        sample_rate = int(data["sample_rate"])
+        features = None if data.get("features") is None else \
+            FeatureConfig.from_dict(data["features"])
+        sample_rate = coerce(data["sample_rate"], int, "sample_rate")
+        version = coerce(data.get("wavegen_version") or "", str, "wavegen_version")
+        extra = coerce(data.get("extra") or {}, dict, "extra")
     except KeyError as exc:
         raise CheckpointError(f"{config_path}: missing key {exc.args[0]!r}") from None
     except WavegenError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from None
-    return BundleInfo(data["family"], model_config, sample_rate, features,
-                      data.get("wavegen_version", ""), data.get("extra") or {}, root,
+    if sample_rate < 1:
+        raise CheckpointError(f"{config_path}: sample_rate must be >= 1, got {sample_rate}")
+    return BundleInfo(family.name, model_config, sample_rate, features, version, extra, root,
                       (root / EMA_FILE).is_file())
+
+
+def _json_kind(value: Any) -> str:
+    """JSON's name for the type of a parsed value."""
+    kinds = ((bool, "boolean"), (list, "array"), (str, "string"), (int, "number"),
+             (float, "number"), (type(None), "null"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -181,6 +265,10 @@ def load_bundle(path: str | os.PathLike, *, use_ema: bool = True,
                 device: str | torch.device = "cpu") -> tuple[nn.Module, BundleInfo]:
     """Build the bundle's model and load its weights (EMA weights when present and wanted)."""
     info = read_bundle_info(path)
+    try:
+        check_config_size(info.model_config, "model")
+    except WavegenError as exc:
+        raise CheckpointError(f"{info.path / CONFIG_FILE}: {exc}") from None
     model = get_family(info.family).model_class(info.model_config)
     weights = info.path / (EMA_FILE if use_ema and info.has_ema else MODEL_FILE)
     load_weights(model, weights)
@@ -192,7 +280,88 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"{Path(path)}: no {STATE_FILE} (not a training checkpoint)")
+    return load_pickle_free(file, "training state",
+                            "wavegen did not write this file: resume from another checkpoint "
+                            "or start the run afresh")
+
+
+#: What torch.load(weights_only=True) says when a file needs code (a class, a function) to
+#: be unpickled, as opposed to a corrupt file ("Unsupported operand ...").
+_NEEDS_CODE = ("Unsupported global", "unsupported GLOBAL", "Can only create new object",
+               "unrecognized function", "Can only build")
+
+
+def load_pickle_free(file: str | os.PathLike, what: str, advice: str) -> Any:
+    """``torch.load(file, weights_only=True)`` on the CPU, with one-line errors and no warnings.
+
+    Only tensors and plain containers load. A file that needs code to unpickle it (a whole
+    pickled ``nn.Module``, any class or function) is a CheckpointError saying that wavegen
+    never unpickles code, followed by ``advice`` (torch's own text would suggest
+    ``weights_only=False``, i.e. running whatever the file contains). Any other failure is
+    a CheckpointError "cannot read ``what``", and a disk fault a StorageError.
+    """
+    where = os.fspath(file)
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{file}: unreadable training state ({' '.join(str(exc).split())[:200]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. TypedStorage deprecation on old files
+            return torch.load(where, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if any(marker in text for marker in _NEEDS_CODE):
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            holds = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(f"{where}: this {what} contains pickled Python objects{holds} "
+                                  f"and wavegen never unpickles code (it could run anything); "
+                                  f"{advice}") from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+        raise CheckpointError(f"{where}: cannot read {what} (corrupt or not a PyTorch file: "
+                              f"{_short(detail)})") from None
+    except Exception as exc:  # torch raises many types for corrupt or truncated files
+        if is_storage_error(exc):
+            raise storage_error(exc, where) from None
+        if os.path.isfile(where) and os.path.getsize(where) == 0:
+            raise CheckpointError(f"{where}: cannot read {what} (the file is empty)") from None
+        reason = f"{type(exc).__name__}: {_short(str(exc))}" if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{where}: cannot read {what} ({reason})") from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: Largest pointer file (``checkpoints/latest``) read; a bundle name is one short line.
+_POINTER_BYTES = 4096
+
+
+def read_pointer(pointer: str | os.PathLike) -> str:
+    """The name a pointer file (``checkpoints/latest``) holds. CheckpointError when the file
+    is unreadable, binary, empty, longer than a name, or names anything but a plain sibling
+    (``..``, a separator, an absolute path): a pointer never leads out of its folder."""
+    pointer = Path(pointer)
+    try:
+        with open(pointer, "rb") as handle:
+            name = handle.read(_POINTER_BYTES + 1).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise CheckpointError(f"{pointer}: not a wavegen bundle directory") from None
+    if not name or "\n" in name or len(name) > _POINTER_BYTES:
+        raise CheckpointError(f"{pointer}: not a wavegen bundle directory")
+    if name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+        raise CheckpointError(f"{pointer}: names {name!r}, which is not a checkpoint in "
+                              f"{pointer.parent} (a pointer may only name a folder beside it)")
+    return name
+
+
+def resolve_bundle_path(path: str | os.PathLike) -> Path:
+    """``path`` itself, or for a pointer file such as ``runs/NAME/checkpoints/latest`` the
+    bundle it names (see :func:`read_pointer`)."""
+    root = Path(path)
+    if not root.is_file():
+        return root
+    if root.name == CONFIG_FILE:  # the bundle's config.json given instead of its folder
+        return root.parent
+    name = read_pointer(root)
+    target = root.parent / name
+    if not target.is_dir():
+        raise CheckpointError(f"{root}: names {name!r}, which does not exist in {root.parent}")
+    return target

@@ -130,6 +130,11 @@ def _exit_code(code: object) -> int:
     return code if isinstance(code, int) else 1
 
 
+def _warning_line(message: str) -> None:
+    """One ``wavegen: warning: ...`` line on stderr."""
+    _error_line(message, prefix="warning: ")
+
+
 def _error_line(message: str, prefix: str = "error: ") -> None:
     # WavegenError messages are one line already; this also covers argparse's messages.
     text = " ".join(message.split())
@@ -146,16 +151,20 @@ def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from wavegen.audio.io import audio_info, load_audio
+    import torch
+
+    from wavegen.audio.io import audio_info, count_nonfinite, load_audio
 
     # Everything is read before anything is printed, so a bad file in the list gives the
     # error line alone rather than half a table.
     rows = []
     for path in args.audio:
         info = audio_info(path)
-        wave, _ = load_audio(path)  # [channels, time], as stored
-        peak = float(wave.abs().max())
-        rms = math.sqrt(float(wave.double().pow(2).mean()))
+        wave, _ = load_audio(path, allow_nonfinite=True)  # [channels, time], as stored
+        nan, inf = count_nonfinite(wave)
+        finite = wave[torch.isfinite(wave)]
+        peak = float(finite.abs().max()) if finite.numel() else 0.0
+        rms = math.sqrt(float(finite.double().pow(2).mean())) if finite.numel() else 0.0
         rows.append({
             "path": path,
             "duration_s": wave.shape[-1] / info.sample_rate,
@@ -166,6 +175,8 @@ def _run_info(args: argparse.Namespace) -> int:
             "subtype": info.subtype,
             "peak_dbfs": _dbfs(peak),
             "rms_dbfs": _dbfs(rms),
+            "nan_samples": nan,
+            "inf_samples": inf,
         })
 
     if args.json:
@@ -180,10 +191,14 @@ def _run_info(args: argparse.Namespace) -> int:
          f"{row['peak_dbfs']:.2f}", f"{row['rms_dbfs']:.2f}")
         for row in rows
     ]
+    broken = [row for row in rows if row["nan_samples"] or row["inf_samples"]]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
         print("  ".join(cells).rstrip())
+    for row in broken:
+        print(f"{row['path']}: {row['nan_samples']} NaN and {row['inf_samples']} infinite "
+              f"samples (levels above are of the finite samples; the file is not usable audio)")
     return 0
 
 
@@ -232,10 +247,21 @@ def _run_spec(args: argparse.Namespace) -> int:
     if os.path.isdir(output):
         raise UsageError(f"output {output} is a directory")
 
-    from wavegen.audio.io import load_audio
+    import soxr
+    import torch
+
+    from wavegen.audio.io import count_nonfinite, load_audio
     from wavegen.audio.plot import plot_analysis
 
-    wave, rate = load_audio(args.audio, sample_rate=config.sample_rate)
+    wave, rate = load_audio(args.audio, allow_nonfinite=True)
+    nan, inf = count_nonfinite(wave)
+    if nan or inf:
+        _warning_line(f"{args.audio}: {nan} NaN and {inf} infinite samples, plotted as silence")
+        wave = torch.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+    if rate != config.sample_rate:
+        wave = torch.from_numpy(soxr.resample(wave.T.numpy(), rate, config.sample_rate,
+                                              quality="VHQ").T.copy())
+        rate = config.sample_rate
     plot_analysis(wave, config, output, title=f"{os.path.basename(args.audio)} "
                   f"({wave.shape[-1] / rate:.2f} s, {rate} Hz, preset {config.name})")
     print(f"wrote {output} (waveform, log-mel and IF; preset {config.name}, {rate} Hz)")
@@ -256,26 +282,30 @@ register(Command(
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--preset", default="hifigan-22k", help="feature front-end preset")
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of the test piece")
+    parser.add_argument("--seconds", type=_seconds, default=4.0, help="length of the test piece")
     parser.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of Griffin-Lim's initial phase (default: 0); the same "
+                             "arguments always give the same files and scores")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from wavegen.audio.features import get_preset
-    from wavegen.demo import format_summary, run_demo
+    from wavegen.demo import OUTPUT_FILES, format_summary, run_demo
 
     get_preset(args.preset)  # refuse an unknown preset before creating anything
     if not 0.5 <= args.seconds <= 600:
         raise UsageError(f"--seconds must be between 0.5 and 600, got {args.seconds}")
     if args.iters < 1:
         raise UsageError(f"--iters must be at least 1, got {args.iters}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be at least 0, got {args.seed}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a folder")
     summary = run_demo(args.out, preset=args.preset, seconds=args.seconds,
-                       griffinlim_iters=args.iters)
+                       griffinlim_iters=args.iters, seed=args.seed)
     print(format_summary(summary))
-    print(f"wrote {args.out}/: original.wav, resynth_if.wav, resynth_griffinlim.wav, "
-          f"analysis.png, griffinlim.png, summary.json")
+    print(f"wrote {args.out}/: {', '.join(OUTPUT_FILES)}")
     return 0
 
 
@@ -301,24 +331,27 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import yaml
-
     from wavegen.train.build import build_datasets, build_task, bundle_info
+    from wavegen.train.distributed import is_main_process
     from wavegen.train.recipe import load_recipe
+    from wavegen.train.run_folder import RunFolder
     from wavegen.train.trainer import Trainer
-    from wavegen.utils.atomic import atomic_write_text
 
     recipe = load_recipe(args.recipe, args.overrides)
-    out = args.out or os.path.join("runs", recipe.name)
-    train_set, val_set = build_datasets(recipe)
-    task = build_task(recipe)
-    trainer = Trainer(task, train_set, val_set, recipe.train, out, bundle_info(recipe),
-                      recipe=recipe.to_dict(), progress=not args.no_progress)
-    if trainer.dist.is_main:
-        os.makedirs(out, exist_ok=True)
-        atomic_write_text(os.path.join(out, "recipe.yaml"),
-                          yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    trainer.fit(resume=args.resume)
+    folder = RunFolder(args.out or os.path.join("runs", recipe.name))
+    try:
+        if is_main_process() and folder.path.is_dir():
+            # A run already using --out is refused before the data and the model are built.
+            folder.claim()
+        train_set, val_set = build_datasets(recipe)
+        task = build_task(recipe)
+        # The trainer claims the folder (if not yet), tidies it and writes recipe.yaml.
+        trainer = Trainer(task, train_set, val_set, recipe.train, folder.path,
+                          bundle_info(recipe), recipe=recipe.to_dict(),
+                          progress=not args.no_progress, run_folder=folder)
+        trainer.fit(resume=args.resume)
+    finally:
+        folder.release()
     return 0
 
 
@@ -333,25 +366,86 @@ register(Command(
 # --------------------------------------------------------------------------- sample
 
 
+def seconds_type(limit: float, what: str = "wavegen generates in one call"):
+    """argparse type: a finite, positive number of seconds, at most ``limit``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} s is longer than the {limit:g} s "
+                                             f"({limit / 3600:g} hours) {what}")
+        return value
+
+    return parse
+
+
+#: The longest clip `wavegen sample` generates in one call.
+MAX_SECONDS = 3 * 3600.0
+_seconds = seconds_type(MAX_SECONDS)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    """argparse type: a finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
 def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="model bundle (e.g. runs/NAME/checkpoints/best)")
-    parser.add_argument("-o", "--output", required=True, help="output audio file (.wav/.flac)")
-    parser.add_argument("--seconds", type=float, help="length (unconditional; or a limit)")
-    parser.add_argument("--midi", help="MIDI file (MIDI-conditioned models)")
-    parser.add_argument("--wav", help="audio to copy-synthesise (mel-conditioned models)")
-    parser.add_argument("--mel", help="log-mel .npy [n_mels, frames] (mel-conditioned models)")
-    parser.add_argument("--prompt", help="audio to continue (unconditional models)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--typical", type=float, default=None)
-    parser.add_argument("--cfg", type=float, default=None, metavar="GAMMA",
-                        help="classifier-free guidance strength (1 = conditional)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
+    from wavegen.audio.mel_file import FRONT_END_HELP
+
+    parser.add_argument("checkpoint", help="model bundle: a bundle folder, or a run's "
+                        "checkpoints/latest or checkpoints/best")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output audio file (.wav/.flac/.ogg); its folder must exist")
+    parser.add_argument("--seconds", type=_seconds,
+                        help="length to generate: required for unconditional models; for "
+                             "conditioned ones, a limit on the conditioning's length")
+    parser.add_argument("--midi", help="MIDI file to render (MIDI-conditioned models)")
+    parser.add_argument("--wav", help="audio to copy-synthesise: analysed with the bundle's "
+                        "front-end (mel-conditioned models)")
+    parser.add_argument("--mel", help="log-mel .npy [n_mels, frames] (mel-conditioned models); "
+                        + FRONT_END_HELP)
+    parser.add_argument("--prompt", help="audio whose end the model continues (unconditional "
+                        "models)")
+    parser.add_argument("--temperature", type=_finite, default=1.0,
+                        help="divide the logits by this (default 1; lower is more "
+                             "conservative, 0 is greedy)")
+    parser.add_argument("--top-p", type=_finite, default=None, metavar="P",
+                        help="nucleus sampling: draw from the smallest set of values holding "
+                             "probability P (0 < P <= 1)")
+    parser.add_argument("--typical", type=_finite, default=None, metavar="TAU",
+                        help="locally typical sampling with mass TAU (0 < TAU <= 1)")
+    parser.add_argument("--cfg", type=_finite, default=None, metavar="GAMMA",
+                        help="classifier-free guidance strength (1 = conditional); needs a "
+                             "model trained with conditioning dropout")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="use the raw trained weights, not their moving average (EMA)")
     parser.add_argument("--backend", default="auto",
                         help="sampling backend: auto (fastest usable), reference, cpu, triton, "
                              "cudagraph or cuda (see `wavegen doctor`)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -362,21 +456,22 @@ def _run_sample(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
     if not os.path.isdir(os.path.dirname(output)):
         raise UsageError(f"cannot write {args.output}: its folder does not exist")
-    if args.seconds is not None and args.seconds <= 0:
-        raise UsageError(f"--seconds must be positive, got {args.seconds}")
     request = SampleRequest(args.seconds, args.midi, args.wav, args.mel, args.prompt)
     options = SamplingOptions(args.temperature, args.top_p, args.typical, args.cfg, args.seed,
                               progress=not args.no_progress)
     from wavegen.kernels import BACKEND_NAMES
     if args.backend not in BACKEND_NAMES:
         raise UsageError(f"unknown --backend {args.backend!r}; choose from {', '.join(BACKEND_NAMES)}")
+    from wavegen.utils.formatting import format_ratio
+
     result, info = sample_bundle(args.checkpoint, request, options, use_ema=not args.raw_weights,
-                                 backend=args.backend)
+                                 backend=args.backend, warn=_warning_line)
     save_audio(output, result.audio[0], info.sample_rate)
     seconds = result.audio.shape[-1] / info.sample_rate
-    print(f"wrote {args.output}: {seconds:.2f} s at {info.sample_rate} Hz in {result.seconds:.1f} s "
-          f"(real-time factor {result.seconds / seconds:.1f}); NLL {float(result.mean_nll.mean()):.2f} "
-          f"vs entropy {float(result.mean_entropy.mean()):.2f} nats/sample")
+    print(f"wrote {args.output}: {seconds:.2f} s at {info.sample_rate} Hz in {result.seconds:.2f} s "
+          f"(real-time factor {format_ratio(result.seconds / seconds)}); NLL "
+          f"{float(result.mean_nll.mean()):.2f} vs entropy "
+          f"{float(result.mean_entropy.mean()):.2f} nats/sample")
     return 0
 
 
@@ -392,13 +487,17 @@ register(Command(
 
 
 def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
+    from wavegen.audio.mel_file import FRONT_END_HELP
+
     parser.add_argument("checkpoint", help="vocoder bundle (e.g. runs/NAME/checkpoints/best)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--wav", help="audio file or folder to copy-synthesise")
-    source.add_argument("--mel", help="log-mel .npy [n_mels, frames] file or folder of them")
+    source.add_argument("--mel", help="log-mel .npy [n_mels, frames] file or folder of them; "
+                        + FRONT_END_HELP)
     parser.add_argument("-o", "--output", required=True,
                         help="output .wav/.flac (a folder for a folder input)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
     parser.add_argument("--chunk-frames", type=int, default=512,
@@ -409,12 +508,11 @@ def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_vocode(args: argparse.Namespace) -> int:
-    import torch
-
+    from wavegen.utils.device import parse_device
+    from wavegen.utils.formatting import format_ratio
     from wavegen.vocode import VocodeOptions, load_vocoder, plan_jobs, run_jobs
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
+    parse_device(args.device)
     kind = "wav" if args.wav else "mel"
     jobs = plan_jobs(args.wav or args.mel, args.output, kind)
     options = VocodeOptions(args.device, args.bf16, args.compile, args.chunk_frames,
@@ -424,8 +522,8 @@ def _run_vocode(args: argparse.Namespace) -> int:
     audio = sum(item.audio_seconds for item in done)
     seconds = sum(item.seconds for item in done)
     print(f"vocoded {len(done)} of {len(jobs)} file(s), {audio:.1f} s of audio at "
-          f"{info.sample_rate} Hz in {seconds:.1f} s (real-time factor "
-          f"{seconds / max(audio, 1e-12):.3f})")
+          f"{info.sample_rate} Hz in {seconds:.2f} s (real-time factor "
+          f"{format_ratio(seconds / max(audio, 1e-12))})")
     if failed:
         print(f"error: {len(failed)} input(s) failed (listed above)", file=sys.stderr)
         return 1
@@ -671,13 +769,16 @@ register(Command(
 
 
 def _add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    from wavegen.data import MAX_PIECE_SECONDS
+
     parser.add_argument("out_dir", metavar="OUT_DIR",
                         help="corpus folder to create (new, empty, or prepared by wavegen)")
     parser.add_argument("--midi", metavar="DIR", default=None,
                         help="render every *.mid / *.midi under this folder (recursive)")
-    parser.add_argument("--generate", metavar="N", type=int, default=0,
+    parser.add_argument("--generate", metavar="N", type=_count, default=0,
                         help="also generate N piano performances (default: 0)")
-    parser.add_argument("--seconds", metavar="S", type=float, default=30.0,
+    parser.add_argument("--seconds", metavar="S", default=30.0,
+                        type=seconds_type(MAX_PIECE_SECONDS, "a generated piece may last"),
                         help="length of each generated performance (default: 30)")
     parser.add_argument("--sample-rate", metavar="SR", type=int, default=16000,
                         help="audio sample rate in Hz (default: 16000)")

@@ -12,15 +12,18 @@ The conditioning a bundle needs is read from the recipe stored in it:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import torch
 
 from wavegen.audio.io import load_audio
+from wavegen.audio.mel_file import log_mel_of_audio, read_log_mel
 from wavegen.checkpoint import BundleInfo, load_bundle
 from wavegen.errors import FeatureMismatchError, UsageError
+from wavegen.models.registry import get_family
 from wavegen.sampling import GenerationResult, SamplingOptions, generate
 
 
@@ -69,48 +72,45 @@ def build_conditioning(info: BundleInfo, request: SampleRequest) -> tuple[torch.
                          f"{' or '.join('--' + w for w in wanted)}")
     hop = config.hop_length
     if kind == "roll":
-        from wavegen.data.midi import PianoRollConfig, load_midi, piano_roll
+        from wavegen.data.midi import PianoRollConfig, load_midi, performance_end, piano_roll
 
         roll_config = PianoRollConfig(info.sample_rate, hop)
         if roll_config.num_channels != config.local_channels:
             raise FeatureMismatchError(f"the model expects {config.local_channels} conditioning "
                                        f"channels, the piano roll has {roll_config.num_channels}")
         midi = load_midi(request.midi)
-        available = max(1, math.ceil(midi.get_end_time() * info.sample_rate / hop))
+        available = max(1, math.ceil(performance_end(midi) * info.sample_rate / hop))
         frames = _frames_for(request.seconds, available, hop, info.sample_rate)
         return piano_roll(midi, roll_config, num_frames=frames)[None], None
     features = info.features
     if features is None:
         raise UsageError(f"{info.path}: a mel-conditioned bundle without a FeatureConfig")
     if request.mel:
-        try:
-            mel = torch.from_numpy(np.load(request.mel).astype(np.float32))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{request.mel}: not a readable .npy array ({exc})") from None
-        if mel.dim() != 2 or mel.shape[0] != features.n_mels:
-            raise FeatureMismatchError(
-                f"{request.mel}: shape {tuple(mel.shape)} does not match the model's features "
-                f"[{features.n_mels}, frames] (preset {features.name})")
+        mel = read_log_mel(request.mel, features)
     else:
-        from wavegen.audio.spectral import LogMelSpectrogram
-
-        audio, _ = load_audio(request.wav, sample_rate=info.sample_rate, mono=True)
-        usable = (audio.shape[-1] // hop) * hop
-        if usable < features.n_fft:
-            raise UsageError(f"{request.wav}: too short to analyse")
-        with torch.no_grad():
-            mel = LogMelSpectrogram(features)(audio[0, :usable])  # [n_mels, frames]
+        mel = log_mel_of_audio(request.wav, features)
     frames = _frames_for(request.seconds, mel.shape[-1], hop, info.sample_rate)
     return mel[None, :, :frames], None
 
 
 def sample_bundle(bundle: str | Path, request: SampleRequest, options: SamplingOptions,
-                  use_ema: bool = True, backend: str = "auto") -> tuple[GenerationResult, BundleInfo]:
-    """Load ``bundle`` and generate according to ``request`` on sampling ``backend``."""
+                  use_ema: bool = True, backend: str = "auto",
+                  warn: Callable[[str], None] | None = None) -> tuple[GenerationResult, BundleInfo]:
+    """Load ``bundle`` and generate according to ``request`` on sampling ``backend``.
+
+    ``warn`` receives one-line warnings (default: ``warnings.warn``), e.g. guidance asked of
+    a model that was never trained without its conditioning."""
     model, info = load_bundle(bundle, use_ema=use_ema)
     if not hasattr(model, "step"):
-        raise UsageError(f"{bundle}: family {info.family} is not a sample-level model")
+        hint = ("; it is a mel -> waveform vocoder: use `wavegen vocode`"
+                if get_family(info.family).vocoder else "")
+        raise UsageError(f"{bundle}: family {info.family} is not a sample-level model{hint}")
     local, length = build_conditioning(info, request)
+    if options.cfg_gamma is not None and not getattr(info.model_config, "cond_dropout", 0):
+        (warn or warnings.warn)(
+            f"--cfg {options.cfg_gamma:g}: this model was trained without conditioning dropout "
+            f"(cond_dropout 0), so its unconditional branch is untrained and guidance will "
+            f"likely make the audio worse")
     prompt = None
     if request.prompt:
         audio, _ = load_audio(request.prompt, sample_rate=info.sample_rate, mono=True)

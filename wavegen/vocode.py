@@ -14,14 +14,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from wavegen.audio.io import audio_writer, load_audio
+from wavegen.audio.io import audio_writer
+from wavegen.audio.mel_file import log_mel_of_audio, read_log_mel
 from wavegen.checkpoint import BundleInfo, load_bundle
 from wavegen.data.audio_folder import AUDIO_SUFFIXES
-from wavegen.errors import FeatureMismatchError, UsageError, WavegenError
+from wavegen.errors import UsageError, WavegenError
 from wavegen.models.registry import get_family
+from wavegen.utils.formatting import format_ratio
 from wavegen.vocoder import CHUNK_FRAMES, OVERLAP_FRAMES, Vocoder
 
 
@@ -62,38 +63,25 @@ def load_vocoder(bundle: str | os.PathLike, options: VocodeOptions) -> tuple[Voc
 
 
 def read_mel(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
-    """A ``[n_mels, frames]`` .npy file, checked against the vocoder's features."""
-    features = vocoder.features
-    try:
-        mel = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
-    if mel.ndim != 2 or mel.shape[0] != features.n_mels or not np.issubdtype(mel.dtype, np.floating):
-        raise FeatureMismatchError(
-            f"{path}: a {mel.dtype} array of shape {tuple(mel.shape)} does not match this "
-            f"vocoder's features [{features.n_mels}, frames] ({features.name}: "
-            f"{features.sample_rate} Hz, hop {features.hop_length}, log {features.log})")
-    return torch.from_numpy(mel.astype(np.float32))
+    """A ``[n_mels, frames]`` .npy file, checked against the vocoder's features
+    (:func:`wavegen.audio.mel_file.read_log_mel`)."""
+    return read_log_mel(path, vocoder.features)
 
 
 def analyse(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
     """Log-mel ``[n_mels, frames]`` of an audio file with the vocoder's own features."""
-    from wavegen.audio.spectral import LogMelSpectrogram
-
-    features = vocoder.features
-    audio, _ = load_audio(path, sample_rate=features.sample_rate, mono=True)
-    usable = (audio.shape[-1] // features.hop_length) * features.hop_length
-    if usable < features.n_fft:
-        raise UsageError(f"{path}: too short to analyse ({audio.shape[-1]} samples)")
-    with torch.inference_mode():
-        return LogMelSpectrogram(features)(audio[0, :usable])
+    return log_mel_of_audio(path, vocoder.features)
 
 
 def vocode_file(vocoder: Vocoder, source: str | os.PathLike, output: str | os.PathLike,
                 kind: str, options: VocodeOptions) -> VocodeReport:
-    """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically."""
+    """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically.
+
+    The input is read and checked before anything is created: a bad input leaves no file
+    and no folder behind. The output's folder is created when needed."""
     mel = analyse(source, vocoder) if kind == "wav" else read_mel(source, vocoder)
     rate = vocoder.features.sample_rate
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     with audio_writer(output, rate) as write:
         result = vocoder(mel, options.chunk_frames, options.overlap_frames,
                          sink=lambda piece: write(piece[0]))
@@ -133,17 +121,18 @@ def run_jobs(vocoder: Vocoder, jobs: list[tuple[Path, Path]], kind: str, options
     done, failed = [], []
     for source, output in jobs:
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
             item = vocode_file(vocoder, source, output, kind, options)
         except WavegenError as exc:
             if len(jobs) == 1:
                 raise
-            failed.append((source, str(exc)))
-            warn(f"skipped {source}: {exc}")
+            message = str(exc)
+            failed.append((source, message))
+            warn("skipped " + (message if message.startswith(str(source))
+                               else f"{source}: {message}"))
             continue
         done.append(item)
         report(f"wrote {item.output}: {item.audio_seconds:.2f} s in {item.seconds:.2f} s "
-               f"(real-time factor {item.real_time_factor:.3f})")
+               f"(real-time factor {format_ratio(item.real_time_factor)})")
     return done, failed
 
 

@@ -11,8 +11,10 @@ are always explicit and always positive integers.
 * :func:`audio_info` reads the header only.
 
 Whatever is wrong with a file (missing, a directory, empty, no audio, truncated, corrupt,
-an unsupported format, a bad sample rate) raises :class:`~wavegen.errors.AudioFileError`
-with a one-line message naming the file; no soundfile/libsndfile error escapes. Arguments
+an unsupported format, a bad sample rate, NaN or infinite samples in a float file) raises
+:class:`~wavegen.errors.AudioFileError` with a one-line message naming the file; no
+soundfile/libsndfile error escapes. A write that fails because the disk is full (or the
+folder is read-only) raises :class:`~wavegen.errors.StorageError` naming the file. Arguments
 that cannot work whatever the file (a 3-D waveform, a negative offset) raise
 :class:`~wavegen.errors.UsageError`.
 
@@ -40,10 +42,11 @@ import soundfile as sf
 import soxr
 import torch
 
-from wavegen.errors import AudioFileError, UsageError
+from wavegen.errors import AudioFileError, StorageError, UsageError, is_storage_error, storage_error
 from wavegen.utils.atomic import atomic_path
 
-__all__ = ["AudioInfo", "SAVE_FORMATS", "audio_info", "load_audio", "save_audio"]
+__all__ = ["AudioInfo", "SAVE_FORMATS", "audio_info", "load_audio", "save_audio",
+           "count_nonfinite"]
 
 #: Formats :func:`save_audio` writes, by file suffix: (libsndfile format, default subtype).
 SAVE_FORMATS: dict[str, tuple[str, str]] = {
@@ -124,6 +127,7 @@ def load_audio(
     mono: bool = False,
     offset: float = 0.0,
     duration: float | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Read an audio file as a float32 tensor ``[channels, time]`` and its sample rate.
 
@@ -135,6 +139,8 @@ def load_audio(
         offset: start of the window to read, in seconds from the beginning of the file.
         duration: length of the window in seconds (None: to the end). A window reaching past
             the end is cut at the end. Only the window is read from the file.
+        allow_nonfinite: return NaN / infinite samples (float files can hold them) instead
+            of refusing the file; for tools that inspect files (``wavegen info``).
 
     Returns:
         ``(waveform, rate)``: waveform float32 ``[channels, time]`` (``[1, time]`` when
@@ -176,6 +182,12 @@ def load_audio(
             path, f"truncated: expected {wanted} frames but only {len(samples)} could be decoded"
         )
 
+    if not allow_nonfinite:
+        nan, inf = count_nonfinite(samples)
+        if nan or inf:
+            first = int(np.argmax(~np.isfinite(samples).all(axis=1)))
+            raise AudioFileError(path, f"{_nonfinite_text(nan, inf)}, the first at "
+                                       f"{(start + first) / rate:.3f} s: not usable audio")
     if mono:
         samples = samples.mean(axis=1, keepdims=True)
     if sample_rate is not None and sample_rate != rate:
@@ -224,16 +236,55 @@ def save_audio(
     if not os.path.isdir(directory):
         raise AudioFileError(path, f"cannot write: directory {directory} does not exist")
 
+    # The failure is classified inside the block, while the partial temporary file still
+    # holds the space a full disk ran out of.
     try:
         with atomic_path(path) as temp:
-            sf.write(temp, samples, rate, subtype=subtype, format=fmt)
-    except sf.SoundFileError as e:
-        raise AudioFileError(path, f"cannot write {fmt}/{subtype}: {_sf_reason(e)}") from e
-    except OSError as e:
-        raise AudioFileError(path, f"cannot write: {e.strerror or e}") from e
+            try:
+                sf.write(temp, samples, rate, subtype=subtype, format=fmt)
+            except (sf.SoundFileError, OSError) as e:
+                raise _write_error(path, fmt, subtype, e) from e
+    except OSError as e:  # making, syncing or renaming the temporary file
+        raise _write_error(path, fmt, subtype, e) from e
+
+
+def count_nonfinite(samples: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(NaN count, infinite count) of an array of samples of any shape."""
+    array = samples.numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
+    nan = int(np.isnan(array).sum())
+    inf = int(np.isinf(array).sum())
+    return nan, inf
+
+
+def _nonfinite_text(nan: int, inf: int) -> str:
+    parts = [f"{n} {what} sample{'s' if n != 1 else ''}"
+             for n, what in ((nan, "NaN"), (inf, "infinite")) if n]
+    return "contains " + " and ".join(parts)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# Free space below this (bytes) after a failed write means the disk filled up: libsndfile
+# reports ENOSPC only as "System error" and keeps no errno.
+_FULL_DISK_BYTES = 1 << 16
+
+
+def _write_error(path: str, fmt: str, subtype: str, error: Exception) -> Exception:
+    """The one-line error for a failed write of ``path``: StorageError when the disk is full,
+    the folder read-only or the OS refused (naming the file), else AudioFileError."""
+    if is_storage_error(error):
+        return storage_error(error, path)
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        full = stats.f_bavail * stats.f_frsize < _FULL_DISK_BYTES
+    except (OSError, AttributeError):
+        full = False
+    if full:
+        return StorageError(path, "no space left on device")
+    if isinstance(error, sf.SoundFileError):
+        return AudioFileError(path, f"cannot write {fmt}/{subtype}: {_sf_reason(error)}")
+    return AudioFileError(path, f"cannot write: {getattr(error, 'strerror', None) or error}")
 
 
 def _fspath(path: str | os.PathLike) -> str:
@@ -423,13 +474,17 @@ def audio_writer(path: str | os.PathLike, sample_rate: int, channels: int = 1, *
         raise AudioFileError(path, f"cannot write: directory {directory} does not exist")
     try:
         with atomic_path(path) as temp:
-            with sf.SoundFile(temp, "w", rate, channels, subtype=subtype, format=fmt) as handle:
-                def write(piece) -> None:
-                    frames = _frames_for_writing(path, piece, subtype)
-                    if frames.shape[1] != channels:
-                        raise UsageError(f"{path}: piece has {frames.shape[1]} channels, "
-                                         f"expected {channels}")
-                    handle.write(frames)
-                yield write
-    except sf.SoundFileError as e:
-        raise AudioFileError(path, f"cannot write {fmt}/{subtype}: {_sf_reason(e)}") from e
+            try:
+                with sf.SoundFile(temp, "w", rate, channels, subtype=subtype,
+                                  format=fmt) as handle:
+                    def write(piece) -> None:
+                        frames = _frames_for_writing(path, piece, subtype)
+                        if frames.shape[1] != channels:
+                            raise UsageError(f"{path}: piece has {frames.shape[1]} channels, "
+                                             f"expected {channels}")
+                        handle.write(frames)
+                    yield write
+            except (sf.SoundFileError, OSError) as e:
+                raise _write_error(path, fmt, subtype, e) from e
+    except OSError as e:  # making, syncing or renaming the temporary file
+        raise _write_error(path, fmt, subtype, e) from e

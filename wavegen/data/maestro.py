@@ -17,9 +17,11 @@ Bad data. Every unusable row is reported once on the ``wavegen.data`` logger (on
 line: path and reason), left out and listed in ``dataset.skipped``; a one-line count follows.
 Unusable means: audio or (with a piano roll) MIDI missing or unreadable, an audio duration
 that differs from the metadata by more than ``max(1 s, 5 %)``, or a MIDI performance that
-runs on that much past the end of the audio. Recordings shorter than a crop are left out
-and listed too (INFO level). A split with no usable recording raises
-:class:`~wavegen.errors.DataError`.
+sounds on that much past the end of the audio (measured by
+:func:`~wavegen.data.midi.performance_end`: up to the end of the last note, pedal included;
+tempo or controller events after it do not count, so every corpus ``wavegen prepare`` writes
+is accepted). Recordings shorter than a crop are left out and listed too (INFO level). A
+split with no usable recording raises :class:`~wavegen.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from wavegen.data.feature_cache import (
     cached_log_mel, check_crop, default_cache_dir, file_key, log_mel_path, map_files,
     audio_path, pack_levels, read_error_reason, report_skipped,
 )
-from wavegen.data.midi import PianoRollConfig, load_midi, piano_roll
+from wavegen.data.midi import PianoRollConfig, load_midi, performance_end, piano_roll
 from wavegen.errors import AudioFileError, ConfigError, DataError, WavegenError
 
 __all__ = ["MAESTRO_COLUMNS", "MaestroDataset", "MaestroEntry", "SPLITS", "find_metadata",
@@ -354,9 +356,9 @@ class MaestroDataset(CropDataset):
         def compute() -> np.ndarray:
             try:
                 midi = load_midi(midi_path)
-                end = midi.get_end_time()
+                end = performance_end(midi)
                 if end > seconds + tolerance:
-                    raise DataError(f"MIDI plays until {end:.2f} s but the audio lasts "
+                    raise DataError(f"MIDI notes sound until {end:.2f} s but the audio lasts "
                                     f"{seconds:.2f} s")
                 roll = piano_roll(midi, config, num_frames=frames)
             except WavegenError as e:

@@ -26,6 +26,12 @@ Conventions
   the next onset of the same pitch (re-striking a key stops its previous sound), whether it
   was held by the pedal or overlapped in the MIDI. The built-in synthesiser
   (:mod:`wavegen.data.synth`) uses the same notes, so audio and roll agree.
+* **Length of a performance** (:func:`performance_end`). The performance lasts until its
+  last sounding note ends (pedal included). Events that make no sound do not lengthen it:
+  tempo, time-signature and text events, or controllers after the last note, which real
+  files often carry (``PrettyMIDI.get_end_time()`` counts them all). The synthesiser
+  renders up to this time (plus the release and a tail), ``wavegen prepare`` checks it and
+  the MAESTRO reader compares it with the audio, so the three always agree.
 
 Channel blocks
 --------------
@@ -63,6 +69,7 @@ __all__ = [
     "PianoRollConfig",
     "load_midi",
     "pedal_intervals",
+    "performance_end",
     "performed_notes",
     "piano_roll",
     "time_to_frame",
@@ -269,6 +276,15 @@ def performed_notes(midi: MidiLike) -> list[PerformedNote]:
         out.append(PerformedNote(pitch=pitch, velocity=velocity, start=start, key_up=key_up,
                                  end=end))
     return out
+
+
+def performance_end(midi: MidiLike) -> float:
+    """When the performance stops sounding, in seconds: the latest ``end`` of
+    :func:`performed_notes` (the last damper to fall, sustain pedal included); 0.0 for a
+    file without notes. Tempo, meta and controller events after that do not count (see
+    "Length of a performance" in the module docstring).
+    """
+    return max((note.end for note in performed_notes(midi)), default=0.0)
 
 
 def time_to_frame(seconds: float, sample_rate: int, hop_length: int) -> int:

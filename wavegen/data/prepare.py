@@ -25,10 +25,18 @@ seconds; ``split`` is ``train``, ``validation`` or ``test``.
 * A MIDI file that cannot be read, has no notes, or is absurdly long is reported (path and
   reason, through ``on_skip`` and in the result) and skipped; if nothing usable remains a
   :class:`DataError` is raised before anything is written.
+* The audio of a piece lasts until its last note stops sounding
+  (:func:`wavegen.data.midi.performance_end`, the length the MAESTRO reader checks), plus
+  the synthesiser's release and tail; tempo or controller events after the last note add
+  nothing.
 * Every file is written atomically. ``out_dir`` must be missing, empty, or a corpus this
   function wrote before (it carries ``.wavegen-corpus.json``); anything else is refused,
   so user data is never overwritten. Preparing into an earlier corpus replaces it: the
   files listed in its marker that the new corpus does not have are deleted, nothing else.
+* A write the machine refuses (disk full, quota, read-only folder) stops the run with a
+  one-line :class:`~wavegen.errors.StorageError` naming the file. No partial file is left;
+  the marker, written first, lists every file the run may write, so preparing again into
+  the folder removes the pieces of the failed run that the new corpus does not have.
 """
 
 from __future__ import annotations
@@ -49,11 +57,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from wavegen.audio.io import save_audio
+from wavegen.data import MAX_PIECE_SECONDS
 from wavegen.data.maestro import MAESTRO_COLUMNS, MaestroEntry
-from wavegen.data.midi import load_midi, performed_notes
+from wavegen.data.midi import load_midi, performance_end, performed_notes
 from wavegen.data.performance import STYLES, generate_performance
 from wavegen.errors import DataError, UsageError
-from wavegen.utils.atomic import atomic_write_bytes, atomic_write_text
+from wavegen.utils.atomic import atomic_write_bytes, storage_errors_named
 
 __all__ = [
     "CSV_NAME",
@@ -114,7 +123,8 @@ class PrepareResult:
         speed = f", {total / self.elapsed:.0f}x real time" if self.elapsed > 0 else ""
         skipped = (f"; skipped {len(self.skipped)} unusable MIDI file"
                    f"{'s' if len(self.skipped) != 1 else ''}" if self.skipped else "")
-        return (f"prepared {len(self.pieces)} pieces ({counts}) in {self.out_dir}: "
+        pieces = f"{len(self.pieces)} piece{'s' if len(self.pieces) != 1 else ''}"
+        return (f"prepared {pieces} ({counts}) in {self.out_dir}: "
                 f"{_format_duration(total)} of audio at {self.sample_rate} Hz in "
                 f"{self.elapsed:.1f} s{speed}{skipped}")
 
@@ -170,8 +180,9 @@ def prepare_corpus(
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise UsageError(f"sample rate must be a positive integer (Hz), got {sample_rate!r}")
     if num_generated and not (isinstance(seconds, (int, float)) and math.isfinite(seconds)
-                              and 0 < seconds <= 36000):
-        raise UsageError(f"seconds per generated piece must be in (0, 36000], got {seconds!r}")
+                              and 0 < seconds <= MAX_PIECE_SECONDS):
+        raise UsageError(f"seconds per generated piece must be in (0, {MAX_PIECE_SECONDS:g}], "
+                         f"got {seconds!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
     year = datetime.date.today().year if year is None else year
@@ -225,8 +236,12 @@ def prepare_corpus(
     _assign_splits(plans, splits, seed)
 
     out.mkdir(parents=True, exist_ok=True)
-    # Mark the folder first, so a run killed half-way leaves a folder wavegen may reuse.
-    _write_marker(out, complete=False, files=sorted(old_files), settings={})
+    # Mark the folder first, so a run killed half-way leaves a folder wavegen may reuse and
+    # clean: the marker lists every file this run may write, besides the earlier ones.
+    planned = {CSV_NAME, JSON_NAME}
+    for plan in plans:
+        planned |= {f"{year}/{plan.name}.midi", f"{year}/{plan.name}.wav"}
+    _write_marker(out, complete=False, files=sorted(old_files | planned), settings={})
     (out / str(year)).mkdir(exist_ok=True)
 
     from tqdm import tqdm
@@ -244,7 +259,7 @@ def prepare_corpus(
                 raise
             skip(plan.source, _reason(e, plan.source))
             continue
-        save_audio(out / audio_rel, audio, sample_rate)
+        save_audio(out / audio_rel, audio, sample_rate)  # a full disk: StorageError naming it
         written.update((midi_rel, audio_rel))
         pieces.append(PreparedPiece(
             canonical_composer=plan.composer, canonical_title=plan.title, split=plan.split,
@@ -262,7 +277,8 @@ def prepare_corpus(
                 "soundfont": os.fspath(soundfont) if soundfont is not None else None}
     written.update((CSV_NAME, JSON_NAME))
     _write_marker(out, complete=True, files=sorted(written), settings=settings)
-    _remove_stale(out, old_files - written)
+    # Also the MIDI copies of inputs that failed to render.
+    _remove_stale(out, (old_files | planned) - written)
     return PrepareResult(out_dir=os.fspath(out_dir), sample_rate=sample_rate,
                          pieces=tuple(pieces), skipped=tuple(skipped),
                          elapsed=time.perf_counter() - began)
@@ -339,10 +355,9 @@ def _unusable_reason(path: Path) -> str | None:
         midi = load_midi(path)
     except DataError as e:
         return _reason(e, str(path))
-    notes = performed_notes(midi)
-    if not notes:
+    if not performed_notes(midi):
         return "no notes (after ignoring drum tracks)"
-    end = max(note.end for note in notes)
+    end = performance_end(midi)
     if end > _MAX_PIECE_SECONDS:
         return f"lasts {end / 3600:.1f} hours, the file is probably corrupt"
     return None
@@ -408,7 +423,7 @@ def _render_piece(plan: _Plan, midi_path: Path, sample_rate: int, seconds: float
         data = buffer.getvalue()
     else:
         data = Path(plan.source).read_bytes()
-    atomic_write_bytes(midi_path, data)
+    _store_bytes(midi_path, data)
     # Render from the bytes stored, so the audio matches the corpus MIDI exactly.
     midi = load_midi(midi_path)
     if soundfont is not None:
@@ -426,11 +441,11 @@ def _write_metadata(out: Path, pieces: list[PreparedPiece]) -> None:
     writer.writeheader()
     for piece in pieces:
         writer.writerow(piece.row())
-    atomic_write_text(out / CSV_NAME, text.getvalue())
+    _store_bytes(out / CSV_NAME, text.getvalue().encode("utf-8"))
     # pandas' DataFrame.to_json(orient="columns"): {column: {row index as string: value}}.
     table = {column: {str(i): piece.row()[column] for i, piece in enumerate(pieces)}
              for column in METADATA_COLUMNS}
-    atomic_write_text(out / JSON_NAME, json.dumps(table, ensure_ascii=False))
+    _store_bytes(out / JSON_NAME, json.dumps(table, ensure_ascii=False).encode("utf-8"))
 
 
 def _write_marker(out: Path, *, complete: bool, files: list[str], settings: dict) -> None:
@@ -438,7 +453,14 @@ def _write_marker(out: Path, *, complete: bool, files: list[str], settings: dict
 
     marker = {"format": _MARKER_FORMAT, "version": 1, "wavegen": wavegen.__version__,
               "complete": complete, "settings": settings, "files": files}
-    atomic_write_text(out / MARKER_NAME, json.dumps(marker, indent=1) + "\n")
+    _store_bytes(out / MARKER_NAME, (json.dumps(marker, indent=1) + "\n").encode("utf-8"))
+
+
+def _store_bytes(path: Path, data: bytes) -> None:
+    """Write a corpus file atomically; a full disk (or another storage fault) is a one-line
+    StorageError naming it, e.g. ``corpus/2024/x.midi: no space left on device``."""
+    with storage_errors_named(path):
+        atomic_write_bytes(path, data)
 
 
 def _remove_stale(out: Path, stale: set[str]) -> None:

@@ -53,7 +53,7 @@ import numpy as np
 import pretty_midi
 from scipy.signal import lfilter
 
-from wavegen.data.midi import MidiLike, as_pretty_midi, performed_notes
+from wavegen.data.midi import MidiLike, as_pretty_midi, performance_end, performed_notes
 from wavegen.errors import DataError, UsageError
 
 __all__ = ["check_fluidsynth", "render_midi", "render_with_fluidsynth", "soft_limit"]
@@ -205,9 +205,10 @@ def render_midi(
         seed: seed of the hammer noise; the output is a deterministic function of the inputs.
 
     Returns:
-        float32 ``[time]`` in (-1, 1), ``time = ceil((last sounding end + release + tail)
-        * sample_rate)``; a file without notes gives ``ceil(tail * sample_rate)`` samples
-        of silence (at least 1).
+        float32 ``[time]`` in (-1, 1), ``time = ceil((performance_end(midi) + release +
+        tail) * sample_rate)`` (see :func:`wavegen.data.midi.performance_end`: events after
+        the last note, such as a final tempo change, add nothing); a file without notes
+        gives ``ceil(tail * sample_rate)`` samples of silence (at least 1).
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise UsageError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
@@ -219,9 +220,9 @@ def render_midi(
     if isinstance(max_partials, bool) or not isinstance(max_partials, int) or max_partials < 1:
         raise UsageError(f"max_partials must be an integer >= 1, got {max_partials!r}")
 
-    notes = performed_notes(as_pretty_midi(midi))
-    last = max((note.end for note in notes), default=None)
-    seconds = tail if last is None else last + release + tail
+    midi = as_pretty_midi(midi)
+    notes = performed_notes(midi)
+    seconds = performance_end(midi) + release + tail if notes else tail
     total = max(1, math.ceil(seconds * sample_rate))
     out = np.zeros(total, np.float64)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""What every importer needs: weight-norm key conversion, strict loading, short key lists."""
+"""What every importer needs: weight-norm key conversion, strict loading, short key lists,
+and what to tell a user whose checkpoint is a pickled module rather than a state dict."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from torch import nn
 from wavegen.errors import CheckpointError
 
 _SHOWN = 3
+
+#: What to do with a checkpoint that holds pickled code (e.g. a whole ``nn.Module`` saved
+#: with ``torch.save(model, ...)``, as many WaveGlow and MelGAN checkpoints are).
+UNPICKLE_ADVICE = ("load it in the environment of the project that saved it, save "
+                   "`model.state_dict()` with torch.save, then run `wavegen import` on that file")
 
 
 def first_keys(keys: list[str]) -> str:

@@ -26,9 +26,12 @@ from typing import Any
 import torch
 
 from wavegen.audio.features import PRESETS, FeatureConfig
+from wavegen.checkpoint import load_pickle_free
 from wavegen.errors import CheckpointError, ConfigError
-from wavegen.importers.common import convert_weight_norm_keys, first_keys, load_strict
+from wavegen.importers.common import (UNPICKLE_ADVICE, convert_weight_norm_keys, first_keys,
+                                      load_strict)
 from wavegen.models.hifigan import HIFIGAN_PRESETS, HiFiGANConfig, HiFiGANGenerator
+from wavegen.models.size import check_config_size
 
 #: Official config.json key -> HiFiGANConfig field.
 MODEL_KEYS = {
@@ -81,11 +84,7 @@ def configs_from_official(data: dict[str, Any], preset: str = "v1") -> tuple[HiF
 def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The generator state dict of an official checkpoint file, keys as saved."""
     where = os.fspath(path)
-    try:
-        data = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"{where}: cannot read HiFi-GAN checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
+    data = load_pickle_free(where, "HiFi-GAN checkpoint", UNPICKLE_ADVICE)
     if isinstance(data, dict) and "generator" in data:
         state = data["generator"]
     elif isinstance(data, dict) and any(str(k).startswith(("conv_pre.", "module.conv_pre."))
@@ -147,7 +146,12 @@ def import_hifigan_official(checkpoint_path: str | os.PathLike,
     if config_json is None:
         config, features = HiFiGANConfig.preset(preset), PRESETS[BASE_FEATURES]
     else:
-        config, features = configs_from_official(read_official_config(config_json), preset)
+        try:
+            config, features = configs_from_official(read_official_config(config_json), preset)
+        except ConfigError as exc:
+            raise ConfigError(f"{os.fspath(config_json)}: {exc}") from None
+    check_config_size(config, "HiFi-GAN generator" if config_json is None
+                      else f"{os.fspath(config_json)}: HiFi-GAN generator")
     state = convert_state_dict(load_official_state(checkpoint_path))
     model = HiFiGANGenerator(config)
     load_into(model, state, os.fspath(checkpoint_path))

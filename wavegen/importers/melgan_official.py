@@ -27,9 +27,11 @@ from collections.abc import Sequence
 import torch
 
 from wavegen.audio.features import PRESETS, FeatureConfig
+from wavegen.checkpoint import load_pickle_free
 from wavegen.errors import CheckpointError
-from wavegen.importers.common import convert_weight_norm_keys, load_strict
+from wavegen.importers.common import UNPICKLE_ADVICE, convert_weight_norm_keys, load_strict
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
+from wavegen.models.size import check_config_size
 
 BASE_FEATURES = "melgan-22k"
 
@@ -37,11 +39,7 @@ BASE_FEATURES = "melgan-22k"
 def load_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict saved by the official code (CheckpointError if unreadable)."""
     where = os.fspath(path)
-    try:
-        data = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"{where}: cannot read MelGAN checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
+    data = load_pickle_free(where, "MelGAN checkpoint", UNPICKLE_ADVICE)
     if not isinstance(data, dict) or not data \
             or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{where}: not a MelGAN generator checkpoint (expected the "
@@ -96,6 +94,7 @@ def import_melgan_official(path: str | os.PathLike, n_mels: int = 80, ngf: int =
     config = MelGANConfig(num_mels=n_mels, ratios=ratios, ngf=ngf,
                           n_residual_layers=n_residual_layers, hop_length=hop,
                           sample_rate=base.sample_rate)
+    check_config_size(config, "MelGAN generator")
     features = base if (n_mels, hop) == (base.n_mels, base.hop_length) \
         else base.replace(n_mels=n_mels, hop_length=hop)
     state = convert_state_dict(load_official_state(path))

@@ -53,6 +53,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from wavegen.errors import ConfigError, UsageError
+from wavegen.models.size import SizeEstimate, check_arguments_size, conv, layer
 from wavegen.nn.adversarial import DiscriminatorOutput
 from wavegen.nn.weight_norm import weight_norm
 
@@ -81,7 +82,18 @@ def gantts_window_sizes(sample_rate: int, hop_length: int,
 
 
 def _largest_divisor_at_most(n: int, limit: float) -> int:
-    return max(d for d in range(1, n + 1) if n % d == 0 and d <= max(1.0, limit))
+    """The largest divisor of ``n`` that is ``<= max(1, limit)``, in O(min(limit, sqrt n))."""
+    limit = max(1, math.floor(limit))
+    if n <= limit:
+        return n
+    best, d = 1, 1
+    while d * d <= n and d <= limit:
+        if n % d == 0:
+            best = max(best, d)
+            if n // d <= limit:
+                return n // d  # the largest cofactor in range; later ones are smaller
+        d += 1
+    return best
 
 
 def _factors(n: int) -> list[int]:
@@ -159,6 +171,53 @@ def _resample_frames(frames: torch.Tensor, hop: int, step: int) -> torch.Tensor:
     return frames if step // g == 1 else F.avg_pool1d(frames, step // g)
 
 
+def _block_widths(spec: WindowSpec, channels: Sequence[int],
+                  num_mels: int) -> list[tuple[int, int, int, int]]:
+    """``(in, out, factor, cond_channels)`` of each DBlock of a critic with layout ``spec``."""
+    widths = list(channels)
+    blocks = [(spec.reshape, widths[0], 1, 0)]
+    width = widths[0]
+    for i, factor in enumerate(spec.factors):
+        out = widths[min(i + 1, len(widths) - 1)]
+        last = i == len(spec.factors) - 1
+        blocks.append((width, out, factor, num_mels if spec.conditional and last else 0))
+        width = out
+    if spec.conditional and not spec.factors:
+        blocks.append((width, width, 1, num_mels))
+    return blocks + [(width, width, 1, 0), (width, width, 1, 0)]
+
+
+def _critic_size(spec: WindowSpec, channels: Sequence[int], num_mels: int,
+                 norm: str) -> SizeEstimate:
+    """Parameters and weight layers of one :class:`WindowCritic`."""
+    wn = norm == "weight"  # spectral norm keeps its vectors as buffers, not parameters
+    layout = _block_widths(spec, channels, num_mels)
+    size = SizeEstimate()
+    for cin, out, _, cond in layout:
+        size += (conv(cin, out, 3, weight_norm=wn) + conv(out, out, 3, weight_norm=wn)
+                 + conv(cin, out, 1, weight_norm=wn))
+        if cond:
+            size += conv(cond, out, 1, weight_norm=wn)
+    return size + layer(layout[-1][1], 1, 1 if wn else 0)  # the final Linear(width, 1)
+
+
+def window_specs(hop_length: int, window_sizes: Sequence[int], conditional: bool = True,
+                 unconditional: bool = True) -> tuple[int, list[WindowSpec]]:
+    """The common length ``L`` (gcd of the sizes) and the layout of every critic, in the
+    order of :attr:`RandomWindowDiscriminators.specs`."""
+    base_length = math.gcd(*window_sizes)
+    specs = []
+    for w in window_sizes:
+        k = w // base_length
+        if conditional:
+            down = _largest_divisor_at_most(base_length, hop_length / k)
+            specs.append(WindowSpec(w, True, k, tuple(_factors(down)), k * down))
+        if unconditional:
+            down = _largest_divisor_at_most(base_length, UNCONDITIONAL_DOWNSAMPLING)
+            specs.append(WindowSpec(w, False, k, tuple(_factors(down)), 0))
+    return base_length, specs
+
+
 class WindowCritic(nn.Module):
     """One random-window critic on a window already cut out: ``[B, 1, w]`` (+ mel frames
     ``[B, n_mels, w / hop]`` if conditional) -> (score ``[B, 1]``, block outputs)."""
@@ -169,20 +228,10 @@ class WindowCritic(nn.Module):
         self.spec = spec
         self.base_length = base_length
         self.hop_length = hop_length
-        widths = list(channels)
-        blocks = [DBlock(spec.reshape, widths[0], 1, norm)]
-        width = widths[0]
-        for i, factor in enumerate(spec.factors):
-            out = widths[min(i + 1, len(widths) - 1)]
-            last = i == len(spec.factors) - 1
-            blocks.append(DBlock(width, out, factor, norm,
-                                 cond_channels=num_mels if spec.conditional and last else 0))
-            width = out
-        if spec.conditional and not spec.factors:
-            blocks.append(DBlock(width, width, 1, norm, cond_channels=num_mels))
-        blocks += [DBlock(width, width, 1, norm), DBlock(width, width, 1, norm)]
-        self.blocks = nn.ModuleList(blocks)
-        self.out = _normed(nn.Linear(width, 1), norm)
+        layout = _block_widths(spec, channels, num_mels)
+        self.blocks = nn.ModuleList(DBlock(cin, out, factor, norm, cond_channels=cond)
+                                    for cin, out, factor, cond in layout)
+        self.out = _normed(nn.Linear(layout[-1][1], 1), norm)
 
     def forward(self, window: torch.Tensor,
                 mel: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -245,24 +294,32 @@ class RandomWindowDiscriminators(nn.Module):
         if not sizes or any(w < hop_length or w % hop_length for w in sizes):
             raise ConfigError(f"random window discriminators: window sizes {list(sizes)} must be "
                               f"positive multiples of the hop length ({hop_length})")
+        check_arguments_size(RandomWindowDiscriminators, {
+            "num_mels": num_mels, "hop_length": hop_length, "sample_rate": sample_rate,
+            "window_sizes": sizes, "conditional": conditional, "unconditional": unconditional,
+            "channels": channels, "norm": norm}, "RandomWindowDiscriminators")
         self.num_mels = num_mels
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         self.window_sizes = sizes
-        self.base_length = math.gcd(*sizes)
-        specs = []
-        for w in sizes:
-            k = w // self.base_length
-            if conditional:
-                down = _largest_divisor_at_most(self.base_length, hop_length / k)
-                specs.append(WindowSpec(w, True, k, tuple(_factors(down)), k * down))
-            if unconditional:
-                down = _largest_divisor_at_most(self.base_length, UNCONDITIONAL_DOWNSAMPLING)
-                specs.append(WindowSpec(w, False, k, tuple(_factors(down)), 0))
+        self.base_length, specs = window_specs(hop_length, sizes, conditional, unconditional)
         self.specs: list[WindowSpec] = specs
         self.critics = nn.ModuleList(WindowCritic(s, self.base_length, channels, num_mels,
                                                   hop_length, norm) for s in specs)
         self.last_offsets: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def estimate_size(num_mels: int, hop_length: int, sample_rate: int,
+                      window_sizes: Sequence[int] | None = None, conditional: bool = True,
+                      unconditional: bool = True, channels: Sequence[int] = (64, 128, 256),
+                      norm: str = "spectral") -> SizeEstimate:
+        """Parameters and weight layers of ``RandomWindowDiscriminators(...)`` (valid
+        arguments), from the window layouts alone."""
+        if window_sizes is None:
+            window_sizes = gantts_window_sizes(sample_rate, hop_length)
+        _, specs = window_specs(hop_length, window_sizes, conditional, unconditional)
+        return sum((_critic_size(spec, channels, num_mels, norm) for spec in specs),
+                   SizeEstimate())
 
     @property
     def has_conditional(self) -> bool:
@@ -379,4 +436,5 @@ __all__ = [
     "WindowCritic",
     "WindowSpec",
     "gantts_window_sizes",
+    "window_specs",
 ]

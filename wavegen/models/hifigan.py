@@ -68,12 +68,16 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from wavegen.errors import ConfigError, UsageError
+from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
+                                 layer)
 from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
 from wavegen.utils.config import from_dict, to_dict
 
 LRELU_SLOPE = 0.1
 RESBLOCK_TYPES = ("1", "2")
+#: Largest hop :func:`suggest_upsampling` factors (a second of audio at 1 MHz).
+MAX_SUGGESTED_HOP = 1_000_000
 
 
 def suggest_upsampling(hop_length: int, stages: int = 4) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -86,6 +90,8 @@ def suggest_upsampling(hop_length: int, stages: int = 4) -> tuple[tuple[int, ...
     if hop_length < 1 or stages < 1:
         raise ConfigError(f"suggest_upsampling needs hop_length >= 1 and stages >= 1, "
                           f"got {hop_length}, {stages}")
+    if hop_length > MAX_SUGGESTED_HOP:  # trial division would take minutes on a huge prime
+        raise ConfigError(f"hop_length {hop_length} is over {MAX_SUGGESTED_HOP} samples")
     primes, n, f = [], hop_length, 2
     while f * f <= n:
         while n % f == 0:
@@ -155,6 +161,9 @@ class HiFiGANConfig:
                 raise bad(f"upsample kernel {k} is smaller than its rate {u} "
                           f"(kernels {list(kernels)}, rates {list(rates)})")
         if math.prod(rates) != self.hop_length:
+            if self.hop_length > MAX_SUGGESTED_HOP:
+                raise bad(f"upsample_rates {' x '.join(map(str, rates))} = {math.prod(rates)} "
+                          f"must equal hop_length ({self.hop_length})")
             sug_rates, sug_kernels = suggest_upsampling(self.hop_length, len(rates))
             raise bad(f"upsample_rates {' x '.join(map(str, rates))} = {math.prod(rates)} must "
                       f"equal hop_length ({self.hop_length}); for hop {self.hop_length} pass e.g. "
@@ -181,17 +190,25 @@ class HiFiGANConfig:
 
     def num_parameters(self) -> int:
         """Parameters of the generator after folding weight norm (what inference runs)."""
-        def conv(cin: int, cout: int, k: int) -> int:
-            return cin * cout * k + cout
+        return self._size(weight_norm=False).parameters
 
-        total = conv(self.num_mels, self.upsample_initial_channel, 7)
+    def estimate_size(self) -> SizeEstimate:
+        """Parameters (weight norm in place, as trained and saved) and weight layers of the
+        :class:`HiFiGANGenerator` this config builds (exact), from the hyperparameters alone."""
+        return self._size(weight_norm=True)
+
+    def _size(self, weight_norm: bool) -> SizeEstimate:
+        wn = weight_norm
+        size = conv(self.num_mels, self.upsample_initial_channel, 7, weight_norm=wn)
         per_dilation = 2 if self.resblock == "1" else 1
         for i, k in enumerate(self.upsample_kernel_sizes):
             cin, cout = self.upsample_initial_channel // 2 ** i, self.stage_channels(i)
-            total += conv(cin, cout, k)
+            # ConvTranspose1d weights are [in, out, k]: weight norm along dim 0 has ``in`` g's.
+            size += layer(cin * cout * k, cout, cin if wn else 0)
             for rk, dil in zip(self.resblock_kernel_sizes, self.resblock_dilation_sizes):
-                total += per_dilation * len(dil) * conv(cout, cout, rk)
-        return total + conv(self.stage_channels(self.num_stages - 1), 1, 7)
+                size += per_dilation * len(dil) * conv(cout, cout, rk, weight_norm=wn)
+        last = self.stage_channels(self.num_stages - 1)
+        return size + conv(last, 1, 7, weight_norm=wn)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -296,6 +313,7 @@ class HiFiGANGenerator(nn.Module):
 
     def __init__(self, config: HiFiGANConfig):
         super().__init__()
+        check_config_size(config, "HiFi-GAN generator")
         self.config = config
         self.num_kernels = len(config.resblock_kernel_sizes)
         self.num_upsamples = config.num_stages
@@ -429,8 +447,19 @@ class MultiPeriodDiscriminator(nn.Module):
         if not periods or any(p < 1 for p in periods):
             raise ConfigError(f"MultiPeriodDiscriminator periods must be positive, got {list(periods)}")
         channels = _check_widths(channels, 5, "MultiPeriodDiscriminator")
+        check_arguments_size(MultiPeriodDiscriminator, {"periods": periods, "channels": channels},
+                             "MultiPeriodDiscriminator")
         self.periods = periods
         self.discriminators = nn.ModuleList([PeriodDiscriminator(p, channels) for p in periods])
+
+    @staticmethod
+    def estimate_size(periods: Sequence[int] = (2, 3, 5, 7, 11),
+                      channels: Sequence[int] = (32, 128, 512, 1024, 1024)) -> SizeEstimate:
+        """Parameters and weight layers of ``MultiPeriodDiscriminator(periods, channels)``."""
+        widths = (1, *channels)
+        branch = sum((conv(cin, cout, 5, weight_norm=True)
+                      for cin, cout in zip(widths[:-1], widths[1:])), SizeEstimate())
+        return len(periods) * (branch + conv(widths[-1], 1, 3, weight_norm=True))
 
     def _all(self, x: torch.Tensor) -> list[DiscriminatorOutput]:
         return [d(x) for d in self.discriminators]
@@ -487,10 +516,28 @@ class MultiScaleDiscriminator(nn.Module):
                 raise ConfigError(f"MultiScaleDiscriminator: groups {g} must divide the conv's "
                                   f"{cin} input and {cout} output channels (channels "
                                   f"{list(channels)}, groups {list(groups)})")
+        check_arguments_size(MultiScaleDiscriminator,
+                             {"scales": scales, "channels": channels, "groups": groups},
+                             "MultiScaleDiscriminator")
         self.scales = scales
         self.discriminators = nn.ModuleList([
             ScaleDiscriminator(channels, groups, use_spectral_norm=(i == 0)) for i in range(scales)])
         self.meanpools = nn.ModuleList([nn.AvgPool1d(4, 2, padding=2) for _ in range(scales - 1)])
+
+    @staticmethod
+    def estimate_size(scales: int = 3, channels: Sequence[int] = MSD_CHANNELS,
+                      groups: Sequence[int] = MSD_GROUPS) -> SizeEstimate:
+        """Parameters and weight layers of ``MultiScaleDiscriminator(scales, channels, groups)``
+        (the first scale is spectrally normalised: no magnitudes g)."""
+        widths = (1, *channels)
+
+        def branch(weight_norm: bool) -> SizeEstimate:
+            size = SizeEstimate()
+            for (k, _), cin, cout, g in zip(_MSD_LAYOUT, widths[:-1], widths[1:], groups):
+                size += conv(cin, cout, k, groups=g, weight_norm=weight_norm)
+            return size + conv(widths[-1], 1, 3, weight_norm=weight_norm)
+
+        return branch(False) + max(scales - 1, 0) * branch(True) if scales > 0 else SizeEstimate()
 
     def _all(self, x: torch.Tensor) -> list[DiscriminatorOutput]:
         outs = []

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
+from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
+                                 layer)
 from wavegen.nn.adversarial import DiscriminatorOutput
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
 from wavegen.utils.config import from_dict, to_dict
@@ -85,6 +87,21 @@ class MelGANConfig:
             need = max(need, biggest // length + 1)
         return need
 
+    def estimate_size(self) -> SizeEstimate:
+        """Parameters (weight norm in place) and weight layers of the :class:`MelGANGenerator`
+        this config builds (exact), from the hyperparameters alone."""
+        width = 2 ** len(self.ratios) * self.ngf
+        size = conv(self.num_mels, width, 7, weight_norm=True)
+        for r in self.ratios:
+            # ConvTranspose1d weights are [in, out, k]: weight norm along dim 0 has ``in`` g's.
+            size += layer(width * (width // 2) * 2 * r, width // 2, width)
+            width //= 2
+            block = (conv(width, width, 3, weight_norm=True)           # dilated conv
+                     + conv(width, width, 1, weight_norm=True)         # 1x1 conv
+                     + conv(width, width, 1, weight_norm=True))        # shortcut
+            size += self.n_residual_layers * block
+        return size + conv(self.ngf, 1, 7, weight_norm=True)
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -136,6 +153,7 @@ class MelGANGenerator(nn.Module):
 
     def __init__(self, config: MelGANConfig):
         super().__init__()
+        check_config_size(config, "MelGAN generator")
         self.config = config
         self.hop_length = config.hop_length
         ngf = config.ngf
@@ -176,6 +194,10 @@ class MelGANGenerator(nn.Module):
         return self.eval()
 
 
+#: Channel cap of the MelGAN critics' convolutions.
+_MAX_CRITIC_WIDTH = 1024
+
+
 class NLayerDiscriminator(nn.Module):
     """One MelGAN critic: waveform ``[B, 1, T]`` -> list of ``n_layers + 3`` maps (last = score)."""
 
@@ -191,7 +213,7 @@ class NLayerDiscriminator(nn.Module):
         stride = downsampling_factor
         for n in range(1, n_layers + 1):
             nf_prev = nf
-            nf = min(nf * stride, 1024)
+            nf = min(nf * stride, _MAX_CRITIC_WIDTH)
             groups = max(1, nf_prev // 4)
             if nf_prev % groups or nf % groups:
                 raise ConfigError(f"MelGAN discriminator layer {n}: {nf_prev} -> {nf} channels "
@@ -203,7 +225,7 @@ class NLayerDiscriminator(nn.Module):
             )
         # The official code passes nf_prev as the input width here, which equals nf only when
         # the widths have reached the 1024 cap (as with the defaults); nf is what arrives.
-        nf_out = min(nf * 2, 1024)
+        nf_out = min(nf * 2, _MAX_CRITIC_WIDTH)
         model[f"layer_{n_layers + 1}"] = nn.Sequential(
             WNConv1d(nf, nf_out, kernel_size=5, stride=1, padding=2),
             nn.LeakyReLU(0.2),
@@ -267,10 +289,35 @@ class MelGANMultiScaleDiscriminator(nn.Module):
         if num_D < 1 or ndf < 1 or n_layers < 1 or downsampling_factor < 1:
             raise ConfigError("MelGAN discriminator: num_D, ndf, n_layers and "
                               "downsampling_factor must all be >= 1")
+        check_arguments_size(MelGANMultiScaleDiscriminator,
+                             {"num_D": num_D, "ndf": ndf, "n_layers": n_layers,
+                              "downsampling_factor": downsampling_factor},
+                             "MelGANMultiScaleDiscriminator")
         self.model = nn.ModuleDict({f"disc_{i}": NLayerDiscriminator(ndf, n_layers,
                                                                      downsampling_factor)
                                     for i in range(num_D)})
         self.downsample = nn.AvgPool1d(4, stride=2, padding=1, count_include_pad=False)
+
+    @staticmethod
+    def estimate_size(num_D: int = 3, ndf: int = 16, n_layers: int = 4,
+                      downsampling_factor: int = 4) -> SizeEstimate:
+        """Parameters and weight layers of ``MelGANMultiScaleDiscriminator(...)``, in time
+        independent of ``n_layers`` (the widths stop changing at the 1024 cap)."""
+        stride = downsampling_factor
+        size = conv(1, ndf, 15, weight_norm=True)
+        nf, n = ndf, 1
+        while n <= n_layers:
+            nf_prev, nf = nf, min(nf * stride, _MAX_CRITIC_WIDTH)
+            block = conv(nf_prev, nf, stride * 10 + 1, groups=max(1, nf_prev // 4),
+                         weight_norm=True)
+            if nf == nf_prev:  # every remaining layer is the same
+                size += (n_layers - n + 1) * block
+                break
+            size += block
+            n += 1
+        nf_out = min(nf * 2, _MAX_CRITIC_WIDTH)
+        size += conv(nf, nf_out, 5, weight_norm=True) + conv(nf_out, 1, 3, weight_norm=True)
+        return num_D * size
 
     def forward(self, real: torch.Tensor | None, fake: torch.Tensor | None,
                 mel: torch.Tensor | None = None) -> tuple[list[DiscriminatorOutput],

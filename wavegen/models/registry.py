@@ -2,7 +2,9 @@
 
 Bundles store the family name in ``config.json``; loading looks it up here, so nothing is
 ever unpickled. A family's config class needs ``to_dict()`` / ``from_dict()`` (unknown keys
-are errors) and its model class takes the config as its only argument.
+are errors) and ``estimate_size()`` (see :mod:`wavegen.models.size`), and its model class
+takes the config as its only argument and checks that estimate against the size limits
+before it builds a layer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from wavegen.errors import ConfigError
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
+from wavegen.models.size import check_config_size
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 
@@ -37,14 +40,20 @@ FAMILIES: dict[str, Family] = {
 
 
 def get_family(name: str) -> Family:
-    try:
+    """The family called ``name`` (a ConfigError listing the known ones otherwise)."""
+    if isinstance(name, str) and name in FAMILIES:
         return FAMILIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+    raise ConfigError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
 
 
 def build_model(family: str, config: dict[str, Any]) -> tuple[nn.Module, Any]:
-    """The model of ``family`` built from a plain dict config; returns (model, config object)."""
+    """The model of ``family`` built from a plain dict config; returns (model, config object).
+
+    A config over the size limits is a ConfigError before anything is allocated.
+    """
     fam = get_family(family)
+    if not isinstance(config, dict):
+        raise ConfigError(f"model config must be a mapping, got {type(config).__name__}")
     config_obj = fam.config_class.from_dict(dict(config))
+    check_config_size(config_obj, "model")
     return fam.model_class(config_obj), config_obj

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
+from wavegen.models.size import SizeEstimate, approx, check_config_size, conv, layer
 from wavegen.nn.causal_conv import CausalConv1d, ConvBuffer
 from wavegen.nn.distributions import (Categorical, DiscretizedGaussian,
                                       DiscretizedMixtureOfLogistics, OutputDistribution)
@@ -34,6 +35,9 @@ from wavegen.nn.upsample import UPSAMPLE_MODES, ConditioningUpsampler, check_fac
 from wavegen.utils.config import from_dict, to_dict
 
 HEADS = ("categorical", "mol", "gaussian")
+#: Most samples a WaveNet may look back: beyond it dilations overflow int64 offsets (from
+#: layers = 64 on) and a single ring buffer would hold hours of audio per channel.
+MAX_RECEPTIVE_FIELD = 2 ** 31
 
 
 @dataclass
@@ -105,6 +109,43 @@ class WaveNetConfig:
             if self.upsample_mode not in UPSAMPLE_MODES:
                 raise ConfigError(f"WaveNetConfig.upsample_mode must be one of {UPSAMPLE_MODES}")
             check_factors(self.upsample_factors, self.hop_length)
+        self._check_receptive_field()
+
+    def _check_receptive_field(self) -> None:
+        """The receptive field ``1 + (k - 1) x stacks x (2^layers - 1)`` under
+        :data:`MAX_RECEPTIVE_FIELD`, computed without building the list of dilations."""
+        if self.layers < 64:
+            field = 1 + (self.kernel_size - 1) * self.stacks * (2 ** self.layers - 1)
+            if field <= MAX_RECEPTIVE_FIELD:
+                return
+            shown = f"a receptive field of {approx(field)} samples"
+        else:
+            shown = f"dilations up to 2^{self.layers - 1} samples"
+        raise ConfigError(f"WaveNetConfig: layers={self.layers} x stacks={self.stacks} with "
+                          f"kernel_size={self.kernel_size} gives {shown}, over the limit of "
+                          f"2^31 = {approx(MAX_RECEPTIVE_FIELD)}")
+
+    def estimate_size(self) -> SizeEstimate:
+        """Parameters and weight layers of the :class:`WaveNet` this config builds (exact),
+        computed from the hyperparameters alone."""
+        r, g, s, count = (self.residual_channels, self.gate_channels, self.skip_channels,
+                          self.num_layers)
+        outputs = {"categorical": self.num_classes, "mol": 3 * self.num_mixtures}.get(self.head, 2)
+        size = (layer(self.num_classes * r) if self.head == "categorical"
+                else conv(1, r, 1))
+        size += count * (conv(r, 2 * g, self.kernel_size) + conv(g, s, 1))
+        size += max(count - 1, 0) * conv(g, r, 1)  # the last layer has no residual conv
+        if self.global_classes > 0:
+            size += layer(self.global_classes * self.global_dim)
+        if self.has_global:
+            size += layer(self.global_dim * count * 2 * g)
+        if self.has_local:
+            c = self.local_channels
+            extra = 0 if self.upsample_mode == "transposed" else 1
+            for factor in self.upsample_factors:
+                size += conv(c, c, 2 * factor + extra, groups=c)
+            size += conv(c, count * 2 * g, 1, bias=False)
+        return size + conv(s, s, 1) + conv(s, outputs, 1)
 
     @property
     def num_layers(self) -> int:
@@ -211,6 +252,7 @@ class WaveNet(nn.Module):
 
     def __init__(self, config: WaveNetConfig):
         super().__init__()
+        check_config_size(config, "WaveNet")
         self.config = config
         c = config
         self.head = make_head(c)

@@ -1,13 +1,26 @@
-"""TrainConfig: every knob of a training run (the ``train:`` section of a recipe)."""
+"""TrainConfig: every knob of a training run (the ``train:`` section of a recipe).
+
+Values that would only fail hours into a run are refused when the recipe is read: a seed
+that overflows torch's generators, a validation sample of absurd length (allocated at the
+first validation), thousands of data-loader processes.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from wavegen.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "exponential")
 AMP_MODES = ("none", "bf16", "fp16")
+#: Seeds are 32-bit: the trainer derives per-epoch seeds from them (seed * 1000003 + epoch)
+#: that must stay within torch's 64-bit generator seeds.
+MAX_SEED = 2 ** 32 - 1
+#: Longest validation sample (seconds); it is generated, and held in memory, at every validation.
+MAX_SAMPLE_SECONDS = 3600.0
+#: Most data-loader worker processes (each is a process with its own copy of the dataset).
+MAX_WORKERS = 256
 
 
 @dataclass
@@ -75,5 +88,20 @@ class TrainConfig:
                               f"train.accumulate ({self.accumulate})")
         if self.lr <= 0 or self.grad_clip < 0 or self.warmup_steps < 0 or self.num_workers < 0:
             raise ConfigError("train.lr must be > 0; grad_clip, warmup_steps, num_workers >= 0")
+        if self.weight_decay < 0 or self.lr_min < 0:
+            raise ConfigError(f"train.weight_decay and train.lr_min must be >= 0, got "
+                              f"{self.weight_decay} and {self.lr_min}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two values in [0, 1), got {list(self.betas)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train.seed must be in [0, 2^32 - 1], got {self.seed}")
+        if self.num_workers > MAX_WORKERS:
+            raise ConfigError(f"train.num_workers must be <= {MAX_WORKERS}, got {self.num_workers}")
+        seconds = self.sample_seconds
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SAMPLE_SECONDS):
+            raise ConfigError(f"train.sample_seconds must be in [0, {MAX_SAMPLE_SECONDS:g}], "
+                              f"got {self.sample_seconds}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")

@@ -24,6 +24,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or not launched by torchrun);
+    usable before the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_from_environment(device_type: str) -> DistInfo:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, ...); single process
     otherwise. Already-initialised groups (e.g. tests using mp.spawn) are reused."""
@@ -46,11 +52,29 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     if not info.enabled or not values:
         return values
     keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(tensor)
     return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def _reduce_device() -> torch.device:
+    """Where collectives' tensors must live: NCCL reduces CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def all_ranks_ok(ok: bool, info: DistInfo) -> bool:
+    """Whether ``ok`` holds on every rank (each rank passes its own; identity for one
+    process). Lets every rank stop together when one of them cannot go on, e.g. the main
+    rank could not claim the run folder, instead of the others waiting forever."""
+    if not info.enabled:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(flag)
+    return float(flag) == 0.0

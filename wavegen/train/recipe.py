@@ -22,6 +22,10 @@ A recipe maps onto dataclasses, and anything they do not know is an error naming
 
 ``--set key.sub=value`` overrides any entry before validation (values are parsed as YAML,
 so ``--set train.steps=100 --set model.upsample_factors=[4,4]`` are typed).
+
+Validation builds nothing: the model's and the discriminators' sizes are estimated and
+checked against :mod:`wavegen.models.size`'s limits, so an absurd recipe fails at once with
+one line naming the file and the key, before any data is prepared.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ import yaml
 from wavegen.audio.features import FeatureConfig, get_preset
 from wavegen.errors import ConfigError
 from wavegen.models.registry import get_family
+from wavegen.models.size import check_config_size
 from wavegen.train.config import TrainConfig
 from wavegen.utils.config import from_dict, to_dict
 
 DATA_KINDS = ("tones", "maestro", "audio_folder")
 CONDITIONINGS = ("none", "mel", "roll")
 TASKS = ("likelihood", "adversarial")
+#: Most audio samples in one optimiser step (batch_size x crop_samples): 2^31 (8 GiB of
+#: float32 audio before any activation; also the int32 index limit of many GPU kernels).
+MAX_STEP_SAMPLES = 2 ** 31
 
 
 @dataclass
@@ -76,6 +84,14 @@ class DataConfig:
     validation_fraction: float = 0.05
 
     def __post_init__(self) -> None:
+        for key in ("sample_rate", "crop_samples", "hop_length", "size", "validation_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.items_per_epoch is not None and self.items_per_epoch < 1:
+            raise ConfigError(f"data.items_per_epoch must be >= 1, got {self.items_per_epoch}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"data.validation_fraction must be in [0, 1), "
+                              f"got {self.validation_fraction}")
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
         if self.conditioning not in CONDITIONINGS:
@@ -113,9 +129,11 @@ class Recipe:
             base = family.config_class.preset(preset).to_dict()
             params = {**base, **params}
         self.model_config = family.config_class.from_dict(params, "model")
+        check_config_size(self.model_config, "model")
         self.feature_config = resolve_features(self.features)
         self.adversarial_config = None
         if self.task == "adversarial":
+            from wavegen.models.discriminators import check_discriminators
             from wavegen.train.tasks.adversarial import AdversarialConfig
             if not self.discriminators:
                 raise ConfigError("task adversarial needs a discriminators section")
@@ -123,6 +141,8 @@ class Recipe:
         elif self.discriminators or self.adversarial:
             raise ConfigError("discriminators/adversarial sections need task: adversarial")
         check_consistency(self)
+        if self.task == "adversarial":
+            check_discriminators(self.discriminators, self.feature_config)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "task": self.task,
@@ -182,6 +202,11 @@ def check_consistency(recipe: Recipe) -> None:
     hop = features.hop_length if data.conditioning == "mel" else data.hop_length
     if data.conditioning != "none" and data.crop_samples % hop:
         raise ConfigError(f"data.crop_samples ({data.crop_samples}) must be a multiple of the hop ({hop})")
+    step_samples = data.crop_samples * recipe.train.batch_size
+    if step_samples > MAX_STEP_SAMPLES:
+        raise ConfigError(f"data.crop_samples x train.batch_size = {data.crop_samples} x "
+                          f"{recipe.train.batch_size} = {step_samples} samples per step, over "
+                          f"the limit of 2^31 = {MAX_STEP_SAMPLES}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -209,21 +234,36 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe file."""
+    """Read, override and validate a recipe file; every ConfigError names the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a recipe is UTF-8 YAML)") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{where}") from None
-    raw = apply_overrides(raw, overrides or [])
-    return recipe_from_dict(raw)
+    try:
+        return recipe_from_dict(apply_overrides(_as_mapping(raw), overrides or []))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _as_mapping(raw: Any) -> dict[str, Any]:
+    """The parsed YAML of a recipe file: a mapping (an empty file is an empty recipe)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a recipe must be a YAML mapping (key: value lines), got "
+                          f"{type(raw).__name__}")
+    return raw
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    if not isinstance(raw, dict):
-        raise ConfigError("a recipe must be a mapping")
-    return from_dict(Recipe, raw, "recipe")
+    """Validate a recipe given as plain values (unknown keys and wrong types are errors)."""
+    return from_dict(Recipe, _as_mapping(raw), "recipe")

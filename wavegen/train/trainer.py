@@ -7,17 +7,27 @@ back-propagated (DDP's gradient sync only on the last micro-batch); then its opt
 unscales, clips and steps and its LR schedule advances. Finally the loss scale and the EMA
 are updated.
 
+The run folder ``OUT`` (layout: :mod:`wavegen.train.run_folder`) is locked for the whole
+run by the main process: a second run on it is refused at once. Taking the lock, the run
+tidies what a killed run left, checks that ``OUT`` holds no run unless resuming, and writes
+``recipe.yaml``; under DDP every rank stops with it if any of that fails.
+
 Checkpoints are model bundles (see :mod:`wavegen.checkpoint`) under
 ``OUT/checkpoints/step-NNNNNNN`` with the training state inside, written atomically; the
 file ``OUT/checkpoints/latest`` names the newest complete one, the last ``keep_last`` are
-kept, and the one with the best validation loss is copied to ``OUT/checkpoints/best``.
+kept, and the one with the best validation loss is copied to ``OUT/checkpoints/best``. A
+full disk while checkpointing stops the run with a one-line
+:class:`~wavegen.errors.StorageError` naming the file; the previous checkpoint and
+``latest`` stay as they were, so ``--resume`` continues from there once space is freed.
 ``resume=True`` restores weights, EMA, optimisers, schedules, loss scaler, step, RNG state and
 the data position, so an interrupted run continues exactly as if it had not stopped (bitwise
 on the CPU). Validation and sampling run on a forked RNG so they never shift the training
-random stream.
+random stream; validation samples are ``sample_seconds`` long (:mod:`wavegen.train.listening`).
 
 Logs: ``OUT/log.csv`` (step, kind, name, value), TensorBoard event files when
-``torch.utils.tensorboard`` imports, and a tqdm bar with the loss and throughput.
+``torch.utils.tensorboard`` imports, a tqdm bar with the loss, throughput and an ETA that
+knows the task's phases (:mod:`wavegen.train.progress`), one printed line per validation and
+a summary line at the end (the lines also without the bar).
 """
 
 from __future__ import annotations
@@ -33,24 +43,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wavegen.checkpoint import (BundleInfo, auxiliary_file, load_training_state, load_weights,
                                 save_bundle, EMA_FILE, MODEL_FILE)
 from wavegen.errors import CheckpointError, ConfigError
 from wavegen.train.config import TrainConfig
 from wavegen.train.data_plan import DataPlan
-from wavegen.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_environment
+from wavegen.train.distributed import (DistInfo, all_ranks_ok, all_reduce_mean, barrier,
+                                       init_from_environment)
 from wavegen.train.ema import EMA
+from wavegen.train.listening import check_listening_length, listening_batch, sample_length
+from wavegen.train.progress import PhaseClock, TrainingBar, summary_line, validation_line
+from wavegen.train.run_folder import (BEST, CHECKPOINTS, LATEST, RECIPE, SAMPLES, RunFolder,
+                                      checkpoint_name)
 from wavegen.train.schedules import lr_factor
 from wavegen.train.tasks.base import Task
-from wavegen.utils.atomic import atomic_write_text
+from wavegen.utils.atomic import atomic_write_text, storage_errors_named
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-BEST = "best"
+__all__ = ["Trainer", "pick_device", "to_device", "CHECKPOINTS", "LATEST", "BEST"]
 
 
 def pick_device(config: TrainConfig) -> torch.device:
@@ -112,17 +125,23 @@ class Trainer:
         config: the ``train:`` section.
         out_dir: run directory (checkpoints, logs, samples).
         info: what the bundles record about the model (family, config, features, rate).
-        recipe: the resolved recipe, stored with every checkpoint for reproducibility.
+        recipe: the resolved recipe, stored with every checkpoint for reproducibility and
+            written to ``OUT/recipe.yaml`` when the run starts.
+        progress: draw the progress bar (the validation and summary lines print regardless).
+        run_folder: ``out_dir`` as a :class:`~wavegen.train.run_folder.RunFolder`, possibly
+            claimed already (the command line claims it before building the data).
     """
 
     def __init__(self, task: Task, train_set, val_set, config: TrainConfig, out_dir: str | os.PathLike,
                  info: BundleInfo, recipe: dict[str, Any] | None = None,
-                 dist_info: DistInfo | None = None, progress: bool = True):
+                 dist_info: DistInfo | None = None, progress: bool = True,
+                 run_folder: RunFolder | None = None):
         self.task = task
         self.train_set = train_set
         self.val_set = val_set
         self.config = config
         self.out_dir = Path(out_dir)
+        self.run_folder = run_folder or RunFolder(self.out_dir)
         self.info = info
         self.recipe = recipe or {}
         self.device = pick_device(config)
@@ -149,6 +168,8 @@ class Trainer:
         self.ema = EMA(task.model, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
         self.best = math.inf
+        #: Lowest validation loss seen so far (``best`` counts checkpointed ones only).
+        self.lowest_validation = math.inf
 
     # ------------------------------------------------------------------ set-up helpers
     def _wrap(self, objective) -> torch.nn.Module:
@@ -183,23 +204,69 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.out_dir / CHECKPOINTS
+        return self.run_folder.checkpoints
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps``; returns the last validation metrics."""
+        with self._claimed_run_folder(resume):
+            if resume:
+                self._resume()
+            return self._loop()
+
+    @contextlib.contextmanager
+    def _claimed_run_folder(self, resume: bool):
+        """Hold the run folder's lock (main rank) while the block runs; see the module doc."""
+        error: BaseException | None = None
+        if self.dist.is_main:
+            try:
+                self._start_run(resume)
+            except BaseException as exc:  # every rank must hear of it, then it is re-raised
+                error = exc
+        if not all_ranks_ok(error is None, self.dist):
+            self.run_folder.release()
+            if error is not None:
+                raise error
+            raise CheckpointError(f"{self.out_dir}: the main process could not start the run")
+        try:
+            yield
+        finally:
+            self.run_folder.release()
+
+    def _start_run(self, resume: bool) -> None:
+        """Main rank: claim the folder, tidy it, check it suits ``resume``, write the recipe."""
         c = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._resume()
-        elif self.dist.is_main and (self.checkpoint_dir / LATEST).exists():
-            raise CheckpointError(f"{self.out_dir} already holds a run; pass --resume to continue "
-                                  f"it or choose another --out")
+        with storage_errors_named(self.out_dir):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_folder.claim()
+        try:
+            tidied = self.run_folder.tidy()
+            if tidied:
+                names = ", ".join(str(p.relative_to(self.out_dir)) for p in tidied[:3])
+                more = f" and {len(tidied) - 3} more" if len(tidied) > 3 else ""
+                print(f"tidied {len(tidied)} leftover(s) of an interrupted run in "
+                      f"{self.out_dir}: {names}{more}", flush=True)
+            if not resume and self.run_folder.holds_run():
+                raise CheckpointError(f"{self.out_dir} already holds a run; pass --resume to "
+                                      f"continue it or choose another --out")
+            if c.sample_seconds > 0 and self.val_set is not None and len(self.val_set) > 0:
+                with torch.random.fork_rng(devices=[]):
+                    check_listening_length(self.val_set, c.sample_seconds, self.info.sample_rate)
+            if self.recipe:
+                atomic_write_text(self.out_dir / RECIPE,
+                                  yaml.safe_dump(self.recipe, sort_keys=False))
+        except BaseException:
+            self.run_folder.release()
+            raise
+
+    def _loop(self) -> dict[str, float]:
+        c = self.config
         logger = _Logger(self.out_dir, self.dist.is_main)
-        bar = tqdm(total=c.steps, initial=self.step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True)
+        bar = TrainingBar(c.steps, self.step, self.progress)
+        clock = PhaseClock(self.task.phases(), c.steps)
         last_val: dict[str, float] = {}
         start_time = time.perf_counter()
+        step_started = start_time
         window_time, window_items, window_metrics = time.perf_counter(), 0, {}
         try:
             while self.step < c.steps:
@@ -216,7 +283,6 @@ class Trainer:
                     window_items += c.batch_size
                     for k, v in metrics.items():
                         window_metrics[k] = window_metrics.get(k, 0.0) + v
-                    bar.update(1)
                     if self.step % c.log_every == 0 or self.step == c.steps:
                         elapsed = time.perf_counter() - window_time
                         steps_in_window = window_items // c.batch_size
@@ -225,22 +291,35 @@ class Trainer:
                         averaged["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
                         averaged["items_per_s"] = window_items / max(elapsed, 1e-9)
                         logger.log(self.step, "train", averaged)
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in averaged.items()
-                                         if k in ("nll", "loss", "items_per_s")})
+                        bar.show({k: v for k, v in averaged.items()
+                                  if k in ("nll", "loss", "items_per_s")})
                         window_time, window_items, window_metrics = time.perf_counter(), 0, {}
                     if self.step % c.val_every == 0 or self.step == c.steps:
                         last_val = self._validate()
                         logger.log(self.step, "val", last_val)
+                        self._report_validation(bar, last_val)
                     if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                         self._checkpoint(last_val)
+                    now = time.perf_counter()
+                    clock.record(self.step - 1, now - step_started)
+                    step_started = now
+                    bar.advance(clock.remaining(self.step))
         finally:
             bar.close()
             logger.close()
-        if self.dist.is_main and self.progress:
-            seconds = time.perf_counter() - start_time
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last_val.items()))
-            print(f"trained to step {self.step} in {seconds:.1f} s; validation: {shown}")
+        if self.dist.is_main:
+            print(summary_line(self.step, time.perf_counter() - start_time, last_val), flush=True)
         return last_val
+
+    def _report_validation(self, bar: TrainingBar, metrics: dict[str, float]) -> None:
+        """Print the validation just computed (main rank), marking a new lowest loss."""
+        if not self.dist.is_main or not metrics:
+            return
+        loss = metrics.get(self.task.validation_key)
+        best = loss is not None and loss < min(self.lowest_validation, self.best)
+        if best:
+            self.lowest_validation = loss
+        bar.write(validation_line(self.step, metrics, self.task.validation_key, best))
 
     def _train_step(self, iterator) -> dict[str, float]:
         """One optimiser step of every active objective, in order, on the same micro-batches."""
@@ -298,16 +377,17 @@ class Trainer:
                 if hasattr(self.val_set, "set_epoch"):
                     self.val_set.set_epoch(0)
                 sums: dict[str, float] = {}
-                first = None
                 for batch in self._loader(self.val_set, indices, 0):
                     batch = to_device(batch, self.device)
-                    first = first or batch
                     for k, v in self.task.validation_metrics(model, batch).items():
                         sums[k] = sums.get(k, 0.0) + v / count
                 metrics.update(sums)
-                if c.sample_seconds > 0 and first is not None:
-                    out = self.out_dir / "samples" / f"step-{self.step:07d}"
-                    metrics.update(self.task.make_samples(model, first, out, c.sample_seconds,
+                if c.sample_seconds > 0:
+                    # Consecutive validation items joined to the length the recipe asks for.
+                    length = sample_length(c.sample_seconds, self.info.sample_rate)
+                    example = to_device(listening_batch(self.val_set, length), self.device)
+                    out = self.out_dir / SAMPLES / checkpoint_name(self.step)
+                    metrics.update(self.task.make_samples(model, example, out, c.sample_seconds,
                                                           self.info.sample_rate))
                 model.train(was_training)
         barrier(self.dist)
@@ -335,27 +415,26 @@ class Trainer:
         info = copy.copy(self.info)
         info.extra = {**info.extra, "step": self.step, "recipe": self.recipe}
         ema_state = self.ema.state_dict() if self.ema is not None else None
-        name = f"step-{self.step:07d}"
-        path = save_bundle(self.checkpoint_dir / name, self.task.model, info, ema_state=ema_state,
-                           training_state=self._training_state(), replace=True,
-                           auxiliary=self.auxiliary)
-        atomic_write_text(self.checkpoint_dir / LATEST, name + "\n")
+        folder = self.run_folder
+        # save_bundle reports a full disk as a one-line StorageError and leaves the previous
+        # checkpoints untouched; `latest` moves only once the new one is complete.
+        path = save_bundle(folder.checkpoint(self.step), self.task.model, info,
+                           ema_state=ema_state, training_state=self._training_state(),
+                           replace=True, auxiliary=self.auxiliary)
+        with storage_errors_named(folder.checkpoints / LATEST):
+            folder.set_latest(path)
         loss = val_metrics.get(self.task.validation_key)
         if loss is not None and loss < self.best:
-            self.best = loss
-            save_bundle(self.checkpoint_dir / BEST, self.task.model, info, ema_state=ema_state,
+            save_bundle(folder.checkpoints / BEST, self.task.model, info, ema_state=ema_state,
                         replace=True, auxiliary=self.auxiliary)
-        kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
-        for old in kept[:-self.config.keep_last]:
+            self.best = loss
+        for old in folder.step_checkpoints()[:-self.config.keep_last]:
             if old != path:
                 shutil.rmtree(old, ignore_errors=True)
         barrier(self.dist)
 
     def _resume(self) -> None:
-        pointer = self.checkpoint_dir / LATEST
-        if not pointer.is_file():
-            raise CheckpointError(f"{self.out_dir}: nothing to resume (no {CHECKPOINTS}/{LATEST})")
-        path = self.checkpoint_dir / pointer.read_text().strip()
+        path = self.run_folder.latest()
         state = load_training_state(path)
         if state.get("world_size", 1) != self.dist.world_size:
             # The data plan shards by world size; another size would change the batches.

@@ -10,6 +10,7 @@ values, unions of those, nested config dataclasses, and ``dict``/``Any`` (taken 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import types
@@ -54,8 +55,12 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     """``value`` checked against ``annotation`` (converted where JSON spells it differently)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if annotation is Any or annotation is dict or origin is dict:
+    if annotation is Any:
         return value
+    if annotation is dict or origin in (dict, collections.abc.Mapping):
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{where} must be a mapping, got {_describe(value)}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -68,17 +73,23 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         names = " or ".join(_type_name(a) for a in args)
-        raise ConfigError(f"{where} must be {names}, got {_describe(value)}")
+        hint = next((h for a in args if (h := _spelling_hint(value, a))), "")
+        raise ConfigError(f"{where} must be {names}, got {_describe(value)}{hint}")
     if origin is typing.Literal:
         if value in args:
             return value
         raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
-    if origin in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {_describe(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[A, B]: fixed length
+            if len(value) != len(args):
+                raise ConfigError(f"{where} must be a list of {len(args)} values, got "
+                                  f"{len(value)}")
+            return tuple(coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
         item_type = args[0] if args else Any
         items = [coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return items if origin is list else tuple(items)
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
@@ -99,7 +110,28 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
     else:
         return value
-    raise ConfigError(f"{where} must be {_type_name(annotation)}, got {_describe(value)}")
+    raise ConfigError(f"{where} must be {_type_name(annotation)}, got {_describe(value)}"
+                      f"{_spelling_hint(value, annotation)}")
+
+
+def _spelling_hint(value: Any, annotation: Any) -> str:
+    """How to write ``value`` so that it is read as an ``annotation`` ('' if no idea)."""
+    if annotation not in (int, float):
+        return ""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip().replace("_", ""))
+        except ValueError:
+            return ""
+    if isinstance(number, bool) or not isinstance(number, (int, float)) \
+            or not math.isfinite(number):
+        return ""
+    if annotation is int:
+        if number != int(number) or abs(number) > 2 ** 63:
+            return ""
+        return f" (write it as a whole number: {int(number)})"
+    return f" (YAML reads {value} as text; write {float(number)!r})"
 
 
 def _type_name(annotation: Any) -> str:

@@ -46,6 +46,20 @@ class Objective:
         return step >= self.start_step and (step - self.start_step) % self.every == 0
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a run whose steps cost about the same, from optimiser step ``start`` on
+    (until the next phase starts), e.g. a GAN's warm-up before the discriminator joins.
+
+    ``relative_cost`` is the expected time of one of its steps in units of a step of the
+    first phase; the ETA uses it only until steps of the phase have been timed.
+    """
+
+    start: int
+    name: str
+    relative_cost: float = 1.0
+
+
 class Task(abc.ABC):
     """A training objective over one model (the one saved as the bundle)."""
 
@@ -71,6 +85,10 @@ class Task(abc.ABC):
         """Called by the trainer before each optimiser step (0-based), for step-dependent
         losses (e.g. adversarial terms that switch on with the discriminator)."""
         self.step = step
+
+    def phases(self) -> list[Phase]:
+        """The run's phases in order of ``start`` (the first starts at 0); one by default."""
+        return [Phase(0, "training")]
 
     def auxiliary_modules(self) -> dict[str, nn.Module]:
         """Trained modules that are not the bundle's model (e.g. ``{"discriminator": D}``).

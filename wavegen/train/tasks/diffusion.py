@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wavegen.audio.io import save_audio
 from wavegen.audio.metrics import log_mel_l1
-from wavegen.audio.plot import plot_analysis
 from wavegen.diffusion.guidance import classifier_free_guidance
 from wavegen.diffusion.process import DiffusionProcess
 from wavegen.diffusion.schedules import T_MIN
+from wavegen.train.listening import conditioning_frames, sample_length, save_listening_pair
 from wavegen.train.tasks.base import Objective, Task
 from wavegen.train.tasks.likelihood import conditioning_of
 
@@ -104,31 +103,31 @@ class DiffusionTask(Task):
 
     @torch.no_grad()
     def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
+        """Sample ``seconds`` of audio (conditioned on the batch's first example) with the
+        process's sampler and a fixed seed: ``sample.wav`` + ``sample.png`` and
+        ``reference.wav`` (see :mod:`wavegen.train.listening`)."""
         audio = batch["audio"][:1]
-        length = min(audio.shape[-1], max(1, int(seconds * sample_rate)))
+        length = sample_length(seconds, sample_rate)
+        generated = length
         local = conditioning_of(batch, self.local_key)
         if local is not None:
-            # The batch pairs T samples with `frames` frames; keep whole frames.
+            # The batch pairs T samples with `frames` frames; generate whole frames.
             hop = max(1, audio.shape[-1] // local.shape[-1])
-            frames = max(1, min(local.shape[-1], length // hop))
-            length = frames * hop
+            frames = conditioning_frames(local, length, hop)
+            generated = frames * hop
             local = local[:1, ..., :frames]
         denoise = _denoiser(model, local)
         if local is not None and self.process.guidance_scale != 1:
             denoise = classifier_free_guidance(denoise, _denoiser(model, torch.zeros_like(local)),
                                                self.process.guidance_scale)
         generator = torch.Generator().manual_seed(VALIDATION_SEED)
-        result = self.process.sample(denoise, (1, 1, length), generator=generator,
-                                     device=audio.device).clamp(-1, 1)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_audio(out_dir / "sample.wav", result[0].cpu(), sample_rate)
-        save_audio(out_dir / "reference.wav", audio[0, :, :length].cpu(), sample_rate)
+        result = self.process.sample(denoise, (1, 1, generated), generator=generator,
+                                     device=audio.device).clamp(-1, 1)[..., :length]
+        reference = audio[..., :length]
+        save_listening_pair(out_dir, "sample", result[0], reference[0], sample_rate, self.features)
         metrics = {"sample_rms": float(result.pow(2).mean().sqrt())}
-        if self.features is not None:
-            if length >= 4 * self.features.n_fft:
-                plot_analysis(result[0].cpu(), self.features, out_dir / "sample.png")
-            if (local is not None and local.shape[-2] == self.features.n_mels
-                    and length >= self.features.n_fft):
-                metrics["sample_log_mel_l1"] = float(
-                    log_mel_l1(audio[:, :, :length], result, self.features).mean())
+        if (self.features is not None and local is not None
+                and local.shape[-2] == self.features.n_mels
+                and reference.shape[-1] == length >= self.features.n_fft):
+            metrics["sample_log_mel_l1"] = float(log_mel_l1(reference, result, self.features).mean())
         return {k: v for k, v in metrics.items() if math.isfinite(v)}

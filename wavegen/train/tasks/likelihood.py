@@ -9,9 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wavegen.audio.io import save_audio
 from wavegen.audio.metrics import log_mel_l1, nats_to_bits
-from wavegen.audio.plot import plot_analysis
+from wavegen.train.listening import conditioning_frames, sample_length, save_listening_pair
 from wavegen.train.tasks.base import Objective, Task
 
 
@@ -68,28 +67,30 @@ class LikelihoodTask(Task):
 
     @torch.no_grad()
     def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
+        """Sample ``seconds`` of audio from the model, conditioned on the batch's first
+        example; ``sample.wav`` + ``sample.png`` and ``reference.wav`` (see
+        :mod:`wavegen.train.listening`). Returns the sample's NLL and entropy per sample."""
         from wavegen.sampling import SamplingOptions, generate
 
-        audio = batch["audio"][:1]
-        length = min(audio.shape[-1], int(seconds * sample_rate))
+        length = sample_length(seconds, sample_rate)
+        generated = length
         local = conditioning_of(batch, self.local_key)
         if local is not None:
             hop = model.config.hop_length
-            frames = max(1, length // hop)
-            length = frames * hop
+            frames = conditioning_frames(local, length, hop)
             local = local[:1, :, :frames]
+            generated = frames * hop
         global_cond = conditioning_of(batch, self.global_key)
         global_cond = None if global_cond is None else global_cond[:1]
-        result = generate(model, length, local=local, global_cond=global_cond,
+        result = generate(model, generated, local=local, global_cond=global_cond,
                           options=SamplingOptions(seed=0))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_audio(out_dir / "sample.wav", result.audio[0], sample_rate)
-        save_audio(out_dir / "reference.wav", audio[0, :, :length], sample_rate)
+        sample = result.audio[:1, :, :length]
+        reference = batch["audio"][:1, :, :length]
+        save_listening_pair(out_dir, "sample", sample[0], reference[0], sample_rate, self.features)
         metrics = {"sample_nll": float(result.mean_nll.mean()),
                    "sample_entropy": float(result.mean_entropy.mean())}
-        if self.features is not None and length >= 4 * self.features.n_fft:
-            plot_analysis(result.audio[0], self.features, out_dir / "sample.png")
-            if local is not None:
-                metrics["sample_log_mel_l1"] = float(
-                    log_mel_l1(audio[:, :, :length], result.audio, self.features).mean())
+        if (local is not None and self.features is not None
+                and reference.shape[-1] == length >= self.features.n_fft):
+            metrics["sample_log_mel_l1"] = float(
+                log_mel_l1(reference, sample.to(reference.device), self.features).mean())
         return {k: v for k, v in metrics.items() if math.isfinite(v)}

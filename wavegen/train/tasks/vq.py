@@ -24,11 +24,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from wavegen.audio.io import save_audio
 from wavegen.audio.losses import PWG_RESOLUTIONS, MultiResolutionSTFTLoss
 from wavegen.audio.metrics import log_mel_l1, multi_resolution_stft_distance, snr_db
-from wavegen.audio.plot import plot_analysis
 from wavegen.errors import ConfigError, UsageError
+from wavegen.train.listening import sample_length, save_listening_pair
 from wavegen.train.tasks.base import Objective, Task
 
 RECONSTRUCTION_LOSSES = ("l2", "l1")
@@ -134,19 +133,20 @@ class VQTask(Task):
                 "used": float(values["used"])}
 
     def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
-        """Reconstruct the batch's first item; save ``reconstruction.wav`` and
-        ``reference.wav`` (at most ``seconds`` long); return its SNR and MR-STFT distance."""
+        """Reconstruct the batch's first example; save ``seconds`` of it as
+        ``reconstruction.wav`` + ``reconstruction.png`` with ``reference.wav`` (see
+        :mod:`wavegen.train.listening`); return the example's SNR and MR-STFT distance."""
         audio = batch["audio"][:1]
+        length = sample_length(seconds, sample_rate)
+        if audio.shape[-1] < length:
+            raise UsageError(f"the batch's audio has {audio.shape[-1]} samples; a "
+                             f"{length}-sample reconstruction needs that many")
         estimate, _ = self._evaluate(model, audio)
-        length = max(1, min(audio.shape[-1], int(seconds * sample_rate)))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_audio(out_dir / "reconstruction.wav", estimate[0, :, :length].float().cpu(),
-                   sample_rate)
-        save_audio(out_dir / "reference.wav", audio[0, :, :length].float().cpu(), sample_rate)
+        save_listening_pair(out_dir, "reconstruction", estimate[0, :, :length],
+                            audio[0, :, :length], sample_rate, self.features)
         metrics = {"sample_snr_db": float(snr_db(audio, estimate)[0]),
                    "sample_mr_stft": float(multi_resolution_stft_distance(
                        audio, estimate, self.resolutions).total[0])}
-        if self.features is not None and audio.shape[-1] >= 4 * self.features.n_fft:
-            plot_analysis(estimate[0].float().cpu(), self.features, out_dir / "reconstruction.png")
+        if self.features is not None and audio.shape[-1] >= self.features.n_fft:
             metrics["sample_log_mel_l1"] = float(log_mel_l1(audio, estimate, self.features)[0])
         return {k: v for k, v in metrics.items() if math.isfinite(v)}
