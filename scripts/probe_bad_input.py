@@ -35,6 +35,7 @@ def load_tables():
     """The case tables and fixture builders of tests/test_bad_input.py."""
     spec = importlib.util.spec_from_file_location("bad_input_cases", ROOT / "tests" / "test_bad_input.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 

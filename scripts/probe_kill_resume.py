@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """SIGKILL a training run at random moments, resume it each time, compare with a straight run.
 
-A straight run trains ``--steps`` steps of a tiny recipe. A second run in another folder is
-killed with SIGKILL after a random delay (uniform over the straight run's duration, so kills
-land in start-up, training steps, validation and checkpoint writes alike), then resumed with
-``--resume``; repeated until it finishes. The final weights of both runs must be bitwise
-equal, and no temporary folder may be left in the killed run's checkpoints.
+A straight run trains ``--steps`` steps of a tiny recipe. Then runs in fresh folders are
+killed with SIGKILL after random delays (uniform over the straight run's duration, so kills
+land in start-up, training steps, validation and checkpoint writes alike) and resumed with
+``--resume`` until each finishes; new runs start until ``--kills`` kills have landed. Every
+run's final weights must be bitwise equal to the straight run's, and no temporary folder
+may be left in its checkpoints.
 
 Prints one line per kill and a summary; exit status 1 on any difference.
 
@@ -44,9 +45,35 @@ def final_weights(out: Path):
     return load_file(str(out / "checkpoints" / name / "model.safetensors")), name
 
 
+def killed_run(recipe: Path, out: Path, steps: int, duration: float, rng: random.Random,
+               env: dict, budget: int) -> tuple[int, bool]:
+    """Train into ``out``, SIGKILLing it after random delays (at most ``budget`` times) and
+    resuming, until a run completes. Returns (kills, completed)."""
+    kills, resume = 0, False
+    while True:
+        process = subprocess.Popen(command(recipe, out, steps, resume), env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        delay = rng.uniform(0.2, duration)
+        try:
+            process.wait(timeout=delay if kills < budget else None)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            latest = out / "checkpoints" / "latest"
+            at = latest.read_text().strip() if latest.exists() else "no checkpoint yet"
+            print(f"  kill after {delay:5.2f} s (latest: {at})", flush=True)
+            resume = latest.exists()
+            continue
+        if process.returncode != 0:
+            print(process.stderr.read().decode(), file=sys.stderr)
+            return kills, False
+        return kills, True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--kills", type=int, default=12, help="SIGKILLs in all (default 12)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "wavenet-tones-tiny.yaml")
@@ -54,45 +81,35 @@ def main() -> int:
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
-        straight, killed = Path(tmp) / "straight", Path(tmp) / "killed"
+        straight = Path(tmp) / "straight"
         start = time.perf_counter()
         subprocess.run(command(args.recipe, straight, args.steps, False), env=env, check=True,
                        capture_output=True)
         duration = time.perf_counter() - start
-        kills = 0
-        resume = False
-        while True:
-            process = subprocess.Popen(command(args.recipe, killed, args.steps, resume), env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if kills < args.kills:
-                delay = rng.uniform(0.2, duration)
-                try:
-                    process.wait(timeout=delay)
-                except subprocess.TimeoutExpired:
-                    process.send_signal(signal.SIGKILL)
-                    process.wait()
-                    kills += 1
-                    latest = killed / "checkpoints" / "latest"
-                    at = latest.read_text().strip() if latest.exists() else "no checkpoint yet"
-                    print(f"kill {kills:2d} after {delay:5.2f} s (latest: {at})", flush=True)
-                    resume = latest.exists()
-                    continue
-            else:
-                process.wait()
-            if process.returncode != 0:
-                print(process.stderr.read().decode(), file=sys.stderr)
+        reference, reference_name = final_weights(straight)
+        kills = runs = differing = 0
+        leftovers: list[str] = []
+        while kills < args.kills:
+            runs += 1
+            out = Path(tmp) / f"killed-{runs}"
+            print(f"run {runs}:", flush=True)
+            got, completed = killed_run(args.recipe, out, args.steps, duration, rng, env,
+                                        args.kills - kills)
+            kills += got
+            if not completed:
                 return 1
-            break
-        a, name_a = final_weights(straight)
-        b, name_b = final_weights(killed)
-        equal = name_a == name_b and a.keys() == b.keys() and all(
-            (a[k] == b[k]).all() for k in a)
-        leftovers = [p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
-    print(f"# {platform.machine()}, {time.strftime('%Y-%m-%d')}: {kills} SIGKILLs over a "
-          f"{args.steps}-step run of {args.recipe.name} ({duration:.1f} s straight); final "
-          f"weights {'bitwise equal' if equal else 'DIFFER'}; leftovers in checkpoints/: "
-          f"{leftovers or 'none'}")
-    return 0 if equal and not leftovers else 1
+            weights, name = final_weights(out)
+            equal = name == reference_name and weights.keys() == reference.keys() and all(
+                (weights[k] == reference[k]).all() for k in weights)
+            differing += not equal
+            leftovers += [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+            print(f"  done after {got} kills: final weights "
+                  f"{'bitwise equal' if equal else 'DIFFER'}", flush=True)
+    print(f"# {platform.machine()}, {time.strftime('%Y-%m-%d')}: {kills} SIGKILLs over {runs} "
+          f"resumed runs of {args.recipe.name} ({args.steps} steps, {duration:.1f} s straight); "
+          f"runs whose final weights differ from the straight run: {differing}; leftovers in "
+          f"checkpoints/: {leftovers or 'none'}")
+    return 0 if not differing and not leftovers else 1
 
 
 if __name__ == "__main__":

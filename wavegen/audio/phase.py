@@ -197,7 +197,19 @@ def _mel_operators(filterbank: torch.Tensor) -> tuple[torch.Tensor, ...]:
     power_map = filterbank.double()
     sums = power_map.sum(dim=-1, keepdim=True)
     phase_map = power_map / torch.where(sums > 0, sums, torch.ones_like(sums))
-    return (power_map, phase_map, torch.linalg.pinv(power_map), torch.linalg.pinv(phase_map))
+    return (power_map, phase_map, _pseudo_inverse(power_map), _pseudo_inverse(phase_map))
+
+
+#: Singular values below this fraction of the largest are treated as zero. A mel filterbank's
+#: genuine singular values stay above ~1e-2 of the largest while its null space comes out of
+#: the SVD at ~1e-16: a cut at 1e-9 sits far from both, so the inverse does not depend on the
+#: LAPACK build's rounding (the default cut, ~6e-14 for 257 bins, is only ~200x above it).
+PINV_RTOL = 1e-9
+
+
+def _pseudo_inverse(matrix: torch.Tensor) -> torch.Tensor:
+    """Moore-Penrose inverse (float64) with the fixed relative cut :data:`PINV_RTOL`."""
+    return torch.linalg.pinv(matrix, rtol=PINV_RTOL, hermitian=False)
 
 
 def _operators(config: FeatureConfig, filterbank: torch.Tensor | None,
