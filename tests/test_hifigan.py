@@ -206,13 +206,17 @@ def test_real_or_fake_may_be_none_and_batching_changes_nothing(make):
     only_real, none = disc(real, None)
     none2, only_fake = disc(None, fake)
     assert none == [] and none2 == []
-    assert disc(None, None) == ([], [])
     for joint, alone in zip(both_real + both_fake, only_real + only_fake):
         torch.testing.assert_close(joint.score, alone.score, atol=1e-5, rtol=1e-5)
         for a, b in zip(joint.features, alone.features):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    # different lengths go through separately
-    r, f = disc(real, fake[..., :300])
+    # One behaviour for every discriminator (wavegen.nn.adversarial.run_real_fake): unequal
+    # shapes and no audio at all are errors; different lengths are scored in two calls.
+    with pytest.raises(UsageError, match="same shape"):
+        disc(real, fake[..., :300])
+    with pytest.raises(UsageError, match="both are None"):
+        disc(None, None)
+    (r, _), (_, f) = disc(real, None), disc(None, fake[..., :300])
     assert len(r) == len(f) and r[0].score.shape != f[0].score.shape
 
 

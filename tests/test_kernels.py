@@ -58,6 +58,9 @@ class _Broken(Backend):
     name = "cpu"
     priority = {"cpu": 10}
 
+    def supports(self, model):
+        return None
+
     def unavailable(self, device):
         return None
 
@@ -111,3 +114,24 @@ def test_gpu_backends_never_run_on_the_cpu():
         assert kernels.availability("cpu")[name] is not None
     assert all(kernels.get_backend(n).priority.get("cpu", -1) < 0
                for n in ("cudagraph", "cuda", "triton"))
+
+
+def test_a_backend_refuses_a_model_it_does_not_support_before_building_anything():
+    gaussian = tiny("gaussian", conditioned=False)
+    assert "Gaussian" in kernels.get_backend("cpu").supports(gaussian)
+    with pytest.raises(KernelUnavailableError, match="cpu backend: the Gaussian head"):
+        kernels.get_backend("cpu").session(gaussian, 1, 10, None, None, None)
+    with pytest.raises(KernelUnavailableError, match="'cpu' cannot run here: the Gaussian"):
+        generate(gaussian, 10, backend="cpu")
+
+
+def test_the_reference_session_builds_the_model_state_only_when_stepped(monkeypatch):
+    model = tiny(conditioned=False)
+    calls = []
+    start = model.start
+    monkeypatch.setattr(model, "start", lambda *a, **k: calls.append(1) or start(*a, **k))
+    session = ReferenceSession(model, 1, 10, None, None, None)
+    assert calls == []
+    session.step_params(torch.full((1,), model.silence_input()))
+    session.step_params(torch.full((1,), model.silence_input()))
+    assert calls == [1] and session.time == 2

@@ -22,7 +22,7 @@ from wavegen.kernels.cpu import CPUBackend, CPUSession, _Model, load_library
 from wavegen.kernels.reference import ReferenceSession
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 from wavegen.nn.distributions import DiscretizedMixtureOfLogistics
-from wavegen.sampling.autoregressive import SamplingOptions, _Draw
+from wavegen.sampling import Draw, SamplingOptions
 
 HOP = 16
 CONDITIONING = {
@@ -275,14 +275,14 @@ def test_the_draw_follows_the_reference_rules(temperature):
     categorical = make_model("categorical", 2, 32, 32, 128, "none").head
     mol = DiscretizedMixtureOfLogistics(10)
     for head, kind in [(categorical, 0), (mol, 1)]:
-        draw = _Draw(head, SamplingOptions(temperature=temperature))
+        draw = Draw(head, SamplingOptions(temperature=temperature))
         differ = total = 0
         for scale in (0.1, 1.0, 5.0, 30.0):
             params = torch.randn(8, head.num_params, generator=generator) * scale
             if kind == 1:  # some narrow components too
                 params[:, 20:] -= 6.0 * torch.rand(8, 10, generator=generator)
             uniforms = torch.rand(8, head.num_uniforms, generator=generator)
-            expected = draw(params, None, uniforms, 1)[0]
+            expected = draw.sample(params, uniforms)
             got = c_draw(head, kind, params, uniforms, temperature)
             if kind == 0:
                 assert torch.equal(got, expected)
@@ -313,11 +313,11 @@ def test_backend_reports_what_it_cannot_run():
     assert "CPU" in backend.unavailable(torch.device("cuda"))
     gaussian = WaveNet(WaveNetConfig(layers=2, stacks=1, residual_channels=8, gate_channels=8,
                                      skip_channels=8, head="gaussian"))
-    assert backend.unsupported(gaussian, None) == \
+    assert backend.supports(gaussian) == \
         "the Gaussian head is not implemented by the cpu kernel"
     model = make_model("categorical", 2, 32, 32, 128, "none")
-    assert backend.unsupported(model, None) is None
-    assert "float32" in backend.unsupported(model.double(), None)
+    assert backend.supports(model) is None
+    assert "float32" in backend.supports(model.double())
 
 
 def test_auto_picks_the_cpu_backend():

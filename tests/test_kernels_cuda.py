@@ -28,7 +28,7 @@ import wavegen.kernels.cuda as wc
 from wavegen.errors import KernelUnavailableError
 from wavegen.kernels.reference import ReferenceSession
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
-from wavegen.sampling.autoregressive import SamplingOptions, _Draw
+from wavegen.sampling import Draw, SamplingOptions
 
 GPU = torch.cuda.is_available() and torch.version.cuda is not None
 
@@ -77,7 +77,7 @@ def compare(model, batch, engine=None, grid=None, conditioned=False, prompt_len=
     else:
         previous = torch.full((batch,), model.silence_input(), device=device,
                               dtype=torch.long if categorical else torch.float32)
-    draw = _Draw(model.head, SamplingOptions(temperature=temperature))
+    draw = Draw(model.head, SamplingOptions(temperature=temperature))
     U = model.head.num_uniforms
     worst = 0.0
     for _ in range(steps):
@@ -89,14 +89,14 @@ def compare(model, batch, engine=None, grid=None, conditioned=False, prompt_len=
         worst = max(worst, err)
         assert err <= rtol, f"relative parameter error {err:.3g} > {rtol}"
         u = torch.rand(batch, U, generator=gen_).to(device)
-        previous = draw(expected, None, u, 1)[0]
+        previous = draw.sample(expected, u)
     u = torch.rand(batch, gen, U, generator=gen_).to(device)
     got = fast.generate(previous, u, temperature)
     # ReferenceSession.generate's loop, at a step index that skips the (slow, unused) exact
     # entropy diagnostic of the 65536-bin heads
     drawn = []
     for t in range(gen):
-        previous = draw(ref.step_params(previous), None, u[:, t], 1)[0]
+        previous = draw.sample(ref.step_params(previous), u[:, t])
         drawn.append(previous)
     expected = torch.stack(drawn, dim=1)
     assert got.shape == expected.shape and got.dtype == expected.dtype
@@ -183,9 +183,9 @@ def test_the_backend_explains_itself_on_the_cpu():
 
 def test_the_gaussian_head_is_refused():
     backend = wc.CUDABackend()
-    assert "Gaussian" in backend.unsupported(make_model(head="gaussian"), None)
-    assert backend.unsupported(make_model(), None) is None
-    assert backend.unsupported(make_model(dtype=torch.float64), None) is not None
+    assert "Gaussian" in backend.supports(make_model(head="gaussian"))
+    assert backend.supports(make_model()) is None
+    assert backend.supports(make_model(dtype=torch.float64)) is not None
 
 
 def test_the_plan_splits_rows_and_falls_back_to_streaming():

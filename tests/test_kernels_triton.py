@@ -28,7 +28,7 @@ from wavegen.kernels.reference import ReferenceSession  # noqa: E402
 from wavegen.kernels.triton_backend import TritonBackend, TritonSession  # noqa: E402
 from wavegen.models.wavenet import WaveNet, WaveNetConfig  # noqa: E402
 from wavegen.sampling import SamplingOptions, draw_uniforms, generate  # noqa: E402
-from wavegen.sampling.autoregressive import _Draw  # noqa: E402
+from wavegen.sampling import Draw  # noqa: E402
 
 BATCH = 2
 HOP = 4
@@ -105,11 +105,11 @@ def assert_params_close(got, expected):
 
 def teacher_forced_draws(ref, model, previous, samples, uniforms, temperature):
     """The reference draws ``[B, n]`` given the backend's history ``samples``."""
-    draw = _Draw(model.head, SamplingOptions(temperature=temperature))
+    draw = Draw(model.head, SamplingOptions(temperature=temperature))
     out = []
     for t in range(samples.shape[1]):
         params = ref.step_params(previous)
-        out.append(draw(params, None, uniforms[:, t], 1)[0])  # t=1: no 65536-bin entropy
+        out.append(draw.sample(params, uniforms[:, t]))
         previous = samples[:, t]
     return torch.stack(out, dim=1)
 
@@ -195,10 +195,10 @@ def test_triton_availability_and_support(monkeypatch):
         "Triton needs a CUDA GPU (or TRITON_INTERPRET=1 for tests)"
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert backend.unavailable(torch.device("cpu")) is None
-    assert backend.unsupported(build(2, 8, 16, "categorical", "none"), None) is None
-    gaussian = backend.unsupported(build(2, 8, 16, "gaussian", "none"), None)
+    assert backend.supports(build(2, 8, 16, "categorical", "none")) is None
+    gaussian = backend.supports(build(2, 8, 16, "gaussian", "none"))
     assert "gaussian" in gaussian and "\n" not in gaussian
-    assert "float64" in backend.unsupported(build(2, 8, 16, "mol", "none").double(), None)
+    assert "float64" in backend.supports(build(2, 8, 16, "mol", "none").double())
 
 
 # --------------------------------------------------------------------------- cudagraph

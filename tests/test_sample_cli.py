@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def error_line(capsys) -> str:
 
 def test_unconditional_model_samples_seconds(tmp_path, capsys):
     bundle = trained(tmp_path, "wavenet-tones-tiny.yaml")
+    assert json.loads((bundle / "config.json").read_text())["conditioning"] == "none"
     out = tmp_path / "free.wav"
     assert main(["sample", str(bundle), "-o", str(out), "--seconds", "0.05", "--no-progress"]) == 0
     audio, rate = sf.read(out)
@@ -49,7 +51,10 @@ def test_unconditional_model_samples_seconds(tmp_path, capsys):
 
 
 def test_midi_model_samples_the_length_of_the_midi(tmp_path, corpus, capsys):
+    from wavegen.checkpoint import read_bundle_info
+
     bundle = trained(tmp_path, "wavenet-midi-tiny.yaml", corpus)
+    assert read_bundle_info(bundle).conditioning == "roll"  # recorded at training time
     midi = tmp_path / "piece.mid"
     generate_performance(3, seconds=0.5, style="chords").write(str(midi))
     out = tmp_path / "piano.wav"

@@ -59,6 +59,17 @@ def test_guidance_end_points_are_conditional_and_unconditional_sampling(gamma, u
         assert torch.equal(guided.samples, plain.samples)
 
 
+def test_guided_naive_sampler_equals_the_guided_cached_sampler():
+    """The naive generator's unconditional branch is a full pass with unconditional=True."""
+    model = tiny("categorical", 2, "local-nearest+global", cond_dropout=0.2)
+    local, global_cond = conditioning_inputs(model, 2, 3 * HOP)
+    uniforms = draw_uniforms(2, 3 * HOP, 1, seed=2)
+    kwargs = dict(local=local, global_cond=global_cond, uniforms=uniforms,
+                  options=SamplingOptions(cfg_gamma=2.5))
+    assert torch.equal(generate(model, **kwargs).samples,
+                       generate(model, naive=True, **kwargs).samples)
+
+
 def test_amplified_guidance_changes_the_samples():
     model = tiny("categorical", 2, "local-nearest+global", cond_dropout=0.2)
     local, global_cond = conditioning_inputs(model, 2, 4 * HOP)

@@ -51,6 +51,7 @@ def bundle(tmp_path_factory) -> Path:
 def test_an_imported_bundle_vocodes_like_the_original(bundle, tmp_path):
     model, info = load_bundle(bundle)
     assert info.family == "hifigan" and info.features == PRESETS["hifigan-22k"]
+    assert info.conditioning == "mel"
     mel = torch.randn(80, 37) - 4
     np.save(tmp_path / "x.npy", mel.numpy())
     assert main(["vocode", str(bundle), "--mel", str(tmp_path / "x.npy"), "-o",

@@ -52,10 +52,32 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "training_state.pt"
 
+#: What a bundle's model is conditioned on (``config.json`` ``"conditioning"``): nothing, the
+#: log-mel of its ``features``, or the MIDI piano roll (:class:`wavegen.data.midi.PianoRollConfig`).
+CONDITIONINGS = ("none", "mel", "roll")
+
 
 @dataclass
 class BundleInfo:
-    """What ``config.json`` says about a bundle."""
+    """What ``config.json`` says about a bundle.
+
+    Attributes:
+        family: registry name of the model family (:mod:`wavegen.models.registry`).
+        model_config: the family's config dataclass.
+        sample_rate: audio rate in Hz.
+        features: the spectral front-end the model was trained with (mel models), or None.
+        version: wavegen version that wrote the bundle.
+        extra: free-form metadata (training step, recipe, import source); never read at
+            inference time.
+        path: the bundle folder (set when read from disk).
+        has_ema: whether ``ema.safetensors`` is present.
+        conditioning: what the model is conditioned on, one of :data:`CONDITIONINGS`;
+            None only for bundles written before it was recorded (the inference layer then
+            infers it from the model config, see
+            :func:`wavegen.inference.conditioning.bundle_conditioning`).
+        process: the diffusion process (:class:`wavegen.diffusion.process.DiffusionProcess`
+            as a dict) of a diffusion model, None otherwise.
+    """
 
     family: str
     model_config: Any
@@ -65,6 +87,8 @@ class BundleInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     has_ema: bool = False
+    conditioning: str | None = None
+    process: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +97,8 @@ class BundleInfo:
             "model": self.model_config.to_dict(),
             "sample_rate": self.sample_rate,
             "features": None if self.features is None else self.features.to_dict(),
+            "conditioning": self.conditioning,
+            "process": self.process,
             "extra": self.extra,
         }
 
@@ -219,6 +245,13 @@ def read_bundle_info(path: str | os.PathLike) -> BundleInfo:
         sample_rate = coerce(data["sample_rate"], int, "sample_rate")
         version = coerce(data.get("wavegen_version") or "", str, "wavegen_version")
         extra = coerce(data.get("extra") or {}, dict, "extra")
+        conditioning = data.get("conditioning")
+        if conditioning is not None and conditioning not in CONDITIONINGS:
+            raise CheckpointError(f"conditioning must be one of {', '.join(CONDITIONINGS)} "
+                                  f"(or null), got {conditioning!r}")
+        process = data.get("process")
+        if process is not None:
+            process = _checked_process(coerce(process, dict, "process"))
     except KeyError as exc:
         raise CheckpointError(f"{config_path}: missing key {exc.args[0]!r}") from None
     except WavegenError as exc:
@@ -226,7 +259,15 @@ def read_bundle_info(path: str | os.PathLike) -> BundleInfo:
     if sample_rate < 1:
         raise CheckpointError(f"{config_path}: sample_rate must be >= 1, got {sample_rate}")
     return BundleInfo(family.name, model_config, sample_rate, features, version, extra, root,
-                      (root / EMA_FILE).is_file())
+                      (root / EMA_FILE).is_file(), conditioning, process)
+
+
+def _checked_process(process: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's diffusion process as stored, after checking that it parses."""
+    from wavegen.diffusion.process import DiffusionProcess
+
+    DiffusionProcess.from_dict(process, "process")
+    return process
 
 
 def _json_kind(value: Any) -> str:

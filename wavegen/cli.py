@@ -24,12 +24,9 @@ import contextlib
 import json
 import math
 import os
-import platform
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import wavegen
 from wavegen.errors import StorageError, UsageError, WavegenError, is_storage_error, storage_error
@@ -414,8 +411,10 @@ def _finite(text: str) -> float:
 def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     from wavegen.audio.mel_file import FRONT_END_HELP
 
-    parser.add_argument("checkpoint", help="model bundle: a bundle folder, or a run's "
-                        "checkpoints/latest or checkpoints/best")
+    parser.add_argument("checkpoint", help="model bundle (a bundle folder, or a run's "
+                        "checkpoints/latest or checkpoints/best) or pipeline manifest (a folder "
+                        "with pipeline.json): sample-level, noise-driven (flow, diffusion) or "
+                        "a pipeline that ends in audio")
     parser.add_argument("-o", "--output", required=True,
                         help="output audio file (.wav/.flac/.ogg); its folder must exist")
     parser.add_argument("--seconds", type=_seconds,
@@ -437,47 +436,83 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--typical", type=_finite, default=None, metavar="TAU",
                         help="locally typical sampling with mass TAU (0 < TAU <= 1)")
     parser.add_argument("--cfg", type=_finite, default=None, metavar="GAMMA",
-                        help="classifier-free guidance strength (1 = conditional); needs a "
-                             "model trained with conditioning dropout")
+                        help="classifier-free guidance strength (1 = conditional; sample-level "
+                             "and diffusion models); needs a model trained with conditioning "
+                             "dropout")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--raw-weights", action="store_true",
                         help="use the raw trained weights, not their moving average (EMA)")
     parser.add_argument("--backend", default="auto",
                         help="sampling backend: auto (fastest usable), reference, cpu, triton, "
                              "cudagraph or cuda (see `wavegen doctor`)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    _add_noise_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_noise_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the noise-driven models (flows and diffusion), shared by sample and vocode."""
+    parser.add_argument("--sigma", type=_finite, default=None,
+                        help="flows: standard deviation of the latent noise (default: the "
+                             "model's)")
+    parser.add_argument("--sampler", default=None,
+                        help="diffusion: ddpm, ddim or heun (default: the bundle's process)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="diffusion: sampling steps (default: the bundle's process)")
+    parser.add_argument("--eta", type=_finite, default=None,
+                        help="diffusion: DDIM stochasticity in [0, 1] (default: the "
+                             "bundle's process)")
+
+
+def _check_noise_arguments(args: argparse.Namespace) -> None:
+    if args.sampler is not None:
+        from wavegen.diffusion.samplers import SAMPLERS
+
+        if args.sampler not in SAMPLERS:
+            raise UsageError(f"unknown --sampler {args.sampler!r}; choose from "
+                             f"{', '.join(SAMPLERS)}")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
     from wavegen.audio.io import save_audio
-    from wavegen.sample import SampleRequest, sample_bundle
-    from wavegen.sampling import SamplingOptions
+    from wavegen.inference import InferenceOptions, InputRequest
+    from wavegen.sample import sample
+    from wavegen.utils.device import parse_device
 
     output = os.path.abspath(args.output)
     if not os.path.isdir(os.path.dirname(output)):
         raise UsageError(f"cannot write {args.output}: its folder does not exist")
-    request = SampleRequest(args.seconds, args.midi, args.wav, args.mel, args.prompt)
-    options = SamplingOptions(args.temperature, args.top_p, args.typical, args.cfg, args.seed,
-                              progress=not args.no_progress)
+    request = InputRequest(args.seconds, args.midi, args.wav, args.mel, args.prompt)
     from wavegen.kernels import BACKEND_NAMES
     if args.backend not in BACKEND_NAMES:
         raise UsageError(f"unknown --backend {args.backend!r}; choose from {', '.join(BACKEND_NAMES)}")
+    parse_device(args.device)
+    _check_noise_arguments(args)
     from wavegen.utils.formatting import format_ratio
 
-    result, info = sample_bundle(args.checkpoint, request, options, use_ema=not args.raw_weights,
-                                 backend=args.backend, warn=_warning_line)
-    save_audio(output, result.audio[0], info.sample_rate)
-    seconds = result.audio.shape[-1] / info.sample_rate
-    print(f"wrote {args.output}: {seconds:.2f} s at {info.sample_rate} Hz in {result.seconds:.2f} s "
-          f"(real-time factor {format_ratio(result.seconds / seconds)}); NLL "
-          f"{float(result.mean_nll.mean()):.2f} vs entropy "
-          f"{float(result.mean_entropy.mean()):.2f} nats/sample")
+    options = InferenceOptions(
+        device=args.device, use_ema=not args.raw_weights, seed=args.seed,
+        progress=not args.no_progress, warn=_warning_line, guidance=args.cfg,
+        temperature=args.temperature, top_p=args.top_p, typical=args.typical,
+        backend=args.backend, sigma=args.sigma, sampler=args.sampler, steps=args.steps,
+        eta=args.eta)
+    result, pipeline = sample(args.checkpoint, request, options)
+    rate = pipeline.sample_rate
+    save_audio(output, result.audio[0], rate)
+    seconds = result.audio.shape[-1] / rate
+    line = (f"wrote {args.output}: {seconds:.2f} s at {rate} Hz in {result.seconds:.2f} s "
+            f"(real-time factor {format_ratio(result.seconds / seconds)})")
+    generation = result.generation
+    if generation is not None:
+        line += (f"; NLL {float(generation.mean_nll.mean()):.2f} vs entropy "
+                 f"{float(generation.mean_entropy.mean()):.2f} nats/sample")
+    print(line)
     return 0
 
 
 register(Command(
     name="sample",
-    help="generate audio from a trained model bundle (MIDI, mel or free-running)",
+    help="generate audio from a trained model bundle or pipeline (MIDI, mel or free-running)",
     add_arguments=_add_sample_arguments,
     run=_run_sample,
 ))
@@ -489,7 +524,9 @@ register(Command(
 def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
     from wavegen.audio.mel_file import FRONT_END_HELP
 
-    parser.add_argument("checkpoint", help="vocoder bundle (e.g. runs/NAME/checkpoints/best)")
+    parser.add_argument("checkpoint", help="vocoder bundle (e.g. runs/NAME/checkpoints/best) or "
+                        "pipeline manifest (a folder with pipeline.json) that turns a mel into "
+                        "audio: feed-forward (GAN) or noise-driven (flow, diffusion) models")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--wav", help="audio file or folder to copy-synthesise")
     source.add_argument("--mel", help="log-mel .npy [n_mels, frames] file or folder of them; "
@@ -505,24 +542,32 @@ def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap-frames", type=int, default=32,
                         help="context frames on each side of a chunk (default 32)")
     parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of noise-driven models (default 0)")
+    _add_noise_arguments(parser)
 
 
 def _run_vocode(args: argparse.Namespace) -> int:
+    from wavegen.inference import InferenceOptions
     from wavegen.utils.device import parse_device
     from wavegen.utils.formatting import format_ratio
-    from wavegen.vocode import VocodeOptions, load_vocoder, plan_jobs, run_jobs
+    from wavegen.vocode import load_vocoder, plan_jobs, run_jobs
 
     parse_device(args.device)
+    _check_noise_arguments(args)
     kind = "wav" if args.wav else "mel"
     jobs = plan_jobs(args.wav or args.mel, args.output, kind)
-    options = VocodeOptions(args.device, args.bf16, args.compile, args.chunk_frames,
-                            args.overlap_frames, not args.raw_weights)
-    vocoder, info = load_vocoder(args.checkpoint, options)
-    done, failed = run_jobs(vocoder, jobs, kind, options)
+    options = InferenceOptions(
+        device=args.device, use_ema=not args.raw_weights, seed=args.seed, bf16=args.bf16,
+        compile=args.compile, chunk_frames=args.chunk_frames,
+        overlap_frames=args.overlap_frames, sigma=args.sigma, sampler=args.sampler,
+        steps=args.steps, eta=args.eta, warn=_warning_line)
+    pipeline = load_vocoder(args.checkpoint, options)
+    done, failed = run_jobs(pipeline, jobs, kind, options)
     audio = sum(item.audio_seconds for item in done)
     seconds = sum(item.seconds for item in done)
     print(f"vocoded {len(done)} of {len(jobs)} file(s), {audio:.1f} s of audio at "
-          f"{info.sample_rate} Hz in {seconds:.2f} s (real-time factor "
+          f"{pipeline.sample_rate} Hz in {seconds:.2f} s (real-time factor "
           f"{format_ratio(seconds / max(audio, 1e-12))})")
     if failed:
         print(f"error: {len(failed)} input(s) failed (listed above)", file=sys.stderr)
@@ -532,7 +577,8 @@ def _run_vocode(args: argparse.Namespace) -> int:
 
 register(Command(
     name="vocode",
-    help="turn mel-spectrograms (or audio, for copy-synthesis) into audio with a vocoder bundle",
+    help="turn mel-spectrograms (or audio, for copy-synthesis) into audio with a vocoder "
+         "bundle or pipeline",
     add_arguments=_add_vocode_arguments,
     run=_run_vocode,
 ))
@@ -583,7 +629,8 @@ def _run_import(args: argparse.Namespace) -> int:
                               f"{config.sample_rate} Hz")
     info = BundleInfo(family, config, features.sample_rate, features,
                       extra={"imported_from": {"source": args.source,
-                                               "checkpoint": os.path.abspath(args.checkpoint)}})
+                                               "checkpoint": os.path.abspath(args.checkpoint)}},
+                      conditioning="mel")
     save_bundle(args.output, model, info)
     print(f"wrote {args.output}: {family} vocoder ({sum(p.numel() for p in model.parameters()):,} "
           f"parameters), features {features.name} ({features.n_mels} mels, hop "
@@ -607,154 +654,11 @@ def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
-    report = _doctor_report()
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    width = max(len(key) for key in report)
-    for key, value in report.items():
-        lines = value if isinstance(value, list) else [value]
-        for i, line in enumerate(lines or ["-"]):
-            print(f"{(key if i == 0 else '').ljust(width)}  {line}")
+    from wavegen import doctor
+
+    rows = doctor.diagnose()
+    print(doctor.format_json(rows) if args.json else doctor.format_text(rows))
     return 0
-
-
-def _doctor_report() -> dict[str, Any]:
-    """What wavegen runs on; every probe reports its failure instead of raising."""
-    report: dict[str, Any] = {
-        "wavegen": f"{wavegen.__version__} ({os.path.dirname(wavegen.__file__)})",
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "platform": platform.platform(),
-    }
-    report.update(_probe("torch", _torch_report))
-    report.update(_probe("triton", lambda: {"triton": _module_version("triton")}))
-    report["nvcc"] = _nvcc()
-    report["torchaudio"] = _torchaudio()
-    report.update(_probe("sampling backends", _backends_report))
-    report.update(_probe("fused mel kernel", _mel_kernel_report))
-    report.update(_probe("librosa", lambda: {"librosa": _module_version("librosa")}))
-    report.update(_probe("soundfile", _soundfile_report))
-    return report
-
-
-def _backends_report() -> dict[str, Any]:
-    """Usable WaveNet sampling backends per device type, with the reason for the others."""
-    import torch
-
-    from wavegen.kernels import availability
-
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    lines = []
-    for device in devices:
-        for name, reason in availability(device).items():
-            lines.append(f"{device}/{name}: " + ("usable" if reason is None else f"no ({reason})"))
-    return {"sampling backends": lines}
-
-
-def _mel_kernel_report() -> dict[str, Any]:
-    from wavegen.audio import mel_kernel
-
-    return {"fused mel kernel": mel_kernel.status()}
-
-
-def _probe(name: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    try:
-        return func()
-    except Exception as e:  # noqa: BLE001 - doctor must report, never crash
-        return {name: f"error: {_one_line(e)}"}
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _module_version(name: str) -> str:
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        return "not installed"
-    try:
-        module = importlib.import_module(name)
-    except Exception as e:  # noqa: BLE001
-        return f"installed but not importable ({_one_line(e)})"
-    return str(getattr(module, "__version__", "unknown version"))
-
-
-def _torch_report() -> dict[str, Any]:
-    import torch
-
-    out: dict[str, Any] = {"torch": f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'})"}
-    if not torch.cuda.is_available():
-        out["cuda"] = ("not available (no usable driver or device)" if torch.version.cuda
-                       else "not available (CPU-only torch build)")
-        return out
-    devices = []
-    for i in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(i)
-        devices.append(f"cuda:{i} {props.name}, compute {props.major}.{props.minor}, "
-                       f"{props.total_memory / 2**30:.1f} GiB")
-    out["cuda"] = f"available, {len(devices)} device(s), cuDNN {torch.backends.cudnn.version()}"
-    out["devices"] = devices
-    return out
-
-
-def _nvcc() -> str:
-    candidates = [shutil.which("nvcc")]
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
-    path = next((p for p in candidates if p and os.access(p, os.X_OK)), None)
-    if path is None:
-        return "not found (CUDA C++ kernels will fall back)"
-    try:
-        result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"{path} (cannot run: {_one_line(e)})"
-    release = [line for line in result.stdout.splitlines() if "release" in line]
-    return f"{path} ({release[-1].strip() if release else 'version unknown'})"
-
-
-def _torchaudio() -> str:
-    import importlib.util
-
-    if importlib.util.find_spec("torchaudio") is None:
-        return "not installed (optional)"
-    # A torchaudio built for another torch can abort the interpreter on import (a C++
-    # symbol error, not a Python exception), so it is imported in a child process.
-    code = "import torchaudio; print(torchaudio.__version__)"
-    try:
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"installed, import check failed ({_one_line(e)})"
-    if result.returncode == 0:
-        return f"{result.stdout.strip()} (optional)"
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    if result.returncode < 0:
-        reason = f"the import killed the interpreter with {_signal_name(-result.returncode)}"
-    else:
-        reason = lines[-1].strip() if lines else f"exit status {result.returncode}"
-    return f"installed but not importable, not used ({reason})"
-
-
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _soundfile_report() -> dict[str, Any]:
-    import soundfile as sf
-
-    return {
-        "soundfile": f"{sf.__version__} (libsndfile {sf.__libsndfile_version__})",
-        "formats": ", ".join(sorted(sf.available_formats())),
-    }
 
 
 register(Command(

@@ -1,46 +1,39 @@
-"""``wavegen vocode``: mel -> audio with a trained vocoder bundle, one file or whole folders.
+"""``wavegen vocode``: mel -> audio with a vocoder bundle or manifest, one file or whole folders.
 
-Inputs are either audio (copy-synthesis: analysed with the bundle's own FeatureConfig, then
-vocoded) or log-mel arrays saved with ``numpy.save`` as ``[n_mels, frames]``, whose shape is
-checked against the bundle's features (a mismatch is refused, never vocoded into noise).
-Each output is streamed chunk by chunk into a temporary file that is renamed into place
-when complete (flat memory for long inputs; no partial files). In a folder job a bad input
-is reported once (path + reason) and skipped; the job then exits non-zero.
+A thin verb over :mod:`wavegen.inference`. It takes models and pipelines
+(:mod:`wavegen.inference.manifest`) whose input is a mel and whose stages are
+feed-forward (GAN vocoders) or noise-driven (flows, diffusion); a sample-level model is
+refused with a pointer to ``wavegen sample``. Inputs are either audio (copy-synthesis:
+analysed with the bundle's own FeatureConfig, then vocoded) or log-mel arrays saved with
+``numpy.save`` as ``[n_mels, frames]``, whose shape and values are checked against the
+bundle's features (a mismatch is refused, never vocoded into noise). Each output is
+streamed chunk by chunk into a temporary file that is renamed into place when complete
+(flat memory for long inputs; no partial files). In a folder job a bad input is reported
+once (path + reason) and skipped; the job then exits non-zero.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Callable
 
 from wavegen.audio.io import audio_writer
-from wavegen.audio.mel_file import log_mel_of_audio, read_log_mel
-from wavegen.checkpoint import BundleInfo, load_bundle
 from wavegen.data.audio_folder import AUDIO_SUFFIXES
 from wavegen.errors import UsageError, WavegenError
-from wavegen.models.registry import get_family
+from wavegen.inference import InferenceOptions, InputRequest, Pipeline, load
+from wavegen.models.protocols import FEED_FORWARD, NOISE_DRIVEN
 from wavegen.utils.formatting import format_ratio
-from wavegen.vocoder import CHUNK_FRAMES, OVERLAP_FRAMES, Vocoder
 
-
-@dataclass
-class VocodeOptions:
-    """How to run the vocoder (see :class:`wavegen.vocoder.Vocoder`)."""
-
-    device: str = "cpu"
-    bf16: bool = False
-    compile: bool = False
-    chunk_frames: int = CHUNK_FRAMES
-    overlap_frames: int = OVERLAP_FRAMES
-    use_ema: bool = True
+#: Model kinds that vocode a mel without an autoregressive loop.
+VOCODER_KINDS = (FEED_FORWARD, NOISE_DRIVEN)
 
 
 @dataclass
 class VocodeReport:
-    """One finished file: output path, audio seconds, generator seconds."""
+    """One finished file: output path, audio seconds, model seconds."""
 
     output: Path
     audio_seconds: float
@@ -51,42 +44,41 @@ class VocodeReport:
         return self.seconds / max(self.audio_seconds, 1e-12)
 
 
-def load_vocoder(bundle: str | os.PathLike, options: VocodeOptions) -> tuple[Vocoder, BundleInfo]:
-    """The bundle's generator ready for inference; UsageError if it is not a vocoder."""
-    model, info = load_bundle(bundle, use_ema=options.use_ema, device=options.device)
-    if not get_family(info.family).vocoder:
-        raise UsageError(f"{bundle}: family {info.family} is not a mel -> waveform vocoder "
-                         f"(use `wavegen sample`)")
-    if info.features is None:
-        raise UsageError(f"{bundle}: a vocoder bundle without a FeatureConfig")
-    return Vocoder(model, info.features, options.device, options.bf16, options.compile), info
+def check_vocoder(pipeline: Pipeline) -> None:
+    """UsageError unless ``pipeline`` turns a mel into audio with vocoder kinds only."""
+    other = next((stage for stage in pipeline.stages if stage.kind not in VOCODER_KINDS), None)
+    if other is None and pipeline.input.kind == "mel" and pipeline.output.kind == "audio":
+        return
+    if pipeline.single:
+        raise UsageError(f"{pipeline.source}: family {pipeline.stages[0].info.family} is not a "
+                         f"mel -> waveform vocoder (use `wavegen sample`)")
+    reason = (f"stage {other.name} is {other.kind}" if other is not None
+              else f"it takes {pipeline.input.describe()}")
+    raise UsageError(f"{pipeline.source}: this pipeline is not a mel -> waveform vocoder "
+                     f"({reason}; use `wavegen sample`)")
 
 
-def read_mel(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
-    """A ``[n_mels, frames]`` .npy file, checked against the vocoder's features
-    (:func:`wavegen.audio.mel_file.read_log_mel`)."""
-    return read_log_mel(path, vocoder.features)
+def load_vocoder(target: str | os.PathLike, options: InferenceOptions) -> Pipeline:
+    """The bundle or manifest at ``target`` ready to vocode (see :func:`check_vocoder`), with
+    ``options`` checked by :meth:`Pipeline.check_options`."""
+    pipeline = load(target, options)
+    check_vocoder(pipeline)
+    pipeline.check_options(options)
+    return pipeline
 
 
-def analyse(path: str | os.PathLike, vocoder: Vocoder) -> torch.Tensor:
-    """Log-mel ``[n_mels, frames]`` of an audio file with the vocoder's own features."""
-    return log_mel_of_audio(path, vocoder.features)
-
-
-def vocode_file(vocoder: Vocoder, source: str | os.PathLike, output: str | os.PathLike,
-                kind: str, options: VocodeOptions) -> VocodeReport:
+def vocode_file(pipeline: Pipeline, source: str | os.PathLike, output: str | os.PathLike,
+                kind: str, options: InferenceOptions) -> VocodeReport:
     """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically.
 
     The input is read and checked before anything is created: a bad input leaves no file
     and no folder behind. The output's folder is created when needed."""
-    mel = analyse(source, vocoder) if kind == "wav" else read_mel(source, vocoder)
-    rate = vocoder.features.sample_rate
+    request = InputRequest(wav=source) if kind == "wav" else InputRequest(mel=source)
+    conditioning = pipeline.conditioning(request)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with audio_writer(output, rate) as write:
-        result = vocoder(mel, options.chunk_frames, options.overlap_frames,
-                         sink=lambda piece: write(piece[0]))
-    audio_seconds = mel.shape[-1] * vocoder.hop / rate
-    return VocodeReport(Path(output), audio_seconds, result.seconds)
+    with audio_writer(output, pipeline.sample_rate) as write:
+        result = pipeline.run(conditioning, options, sink=lambda piece: write(piece[0]))
+    return VocodeReport(Path(output), result.audio_seconds, result.seconds)
 
 
 def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
@@ -111,17 +103,17 @@ def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
     return [(f, out_root / f.relative_to(src).with_suffix(".wav")) for f in files]
 
 
-def run_jobs(vocoder: Vocoder, jobs: list[tuple[Path, Path]], kind: str, options: VocodeOptions,
-             report=print, warn=None) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
+def run_jobs(pipeline: Pipeline, jobs: list[tuple[Path, Path]], kind: str,
+             options: InferenceOptions, report: Callable[[str], None] = print,
+             warn: Callable[[str], None] | None = None
+             ) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
     """Vocode every job. A single job's error propagates; in a folder job each failure is
     reported once (``warn``, stderr by default) and skipped."""
-    import sys
-
     warn = warn or (lambda text: print(text, file=sys.stderr))
     done, failed = [], []
     for source, output in jobs:
         try:
-            item = vocode_file(vocoder, source, output, kind, options)
+            item = vocode_file(pipeline, source, output, kind, options)
         except WavegenError as exc:
             if len(jobs) == 1:
                 raise
@@ -136,5 +128,5 @@ def run_jobs(vocoder: Vocoder, jobs: list[tuple[Path, Path]], kind: str, options
     return done, failed
 
 
-__all__ = ["VocodeOptions", "VocodeReport", "load_vocoder", "read_mel", "analyse", "vocode_file",
+__all__ = ["VocodeReport", "VOCODER_KINDS", "check_vocoder", "load_vocoder", "vocode_file",
            "plan_jobs", "run_jobs"]

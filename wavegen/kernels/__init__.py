@@ -1,22 +1,26 @@
-"""Fast incremental WaveNet sampling backends, chosen by name or ``auto``.
+"""Incremental sampling backends, chosen by name or ``auto``.
 
 ========== ============================================================================
 name       what it is
 ========== ============================================================================
-reference  the per-layer PyTorch step (:mod:`wavegen.kernels.reference`), always usable
-cpu        a fused C step compiled on first use, whole generation in one call per chunk
-           (:mod:`wavegen.kernels.cpu`)
-cudagraph  the reference step captured once as a CUDA graph and replayed
-triton     fused Triton kernels per layer and for the head (+ draw); runs on the CPU
-           under ``TRITON_INTERPRET=1`` (tests only: slow)
-cuda       a persistent CUDA C++ kernel (weights on chip, one launch for many samples)
+reference  the model's own ``step`` and the reference draw (:mod:`wavegen.kernels.reference`):
+           any sample-level model, always usable
+cpu        WaveNet: a fused C step compiled on first use, whole generation in one call per
+           chunk (:mod:`wavegen.kernels.cpu`)
+cudagraph  WaveNet: the per-layer step captured once as a CUDA graph and replayed
+triton     WaveNet: fused Triton kernels per layer and for the head (+ draw); runs on the
+           CPU under ``TRITON_INTERPRET=1`` (tests only: slow)
+cuda       WaveNet: a persistent CUDA C++ kernel (weights on chip, one launch for many
+           samples)
 ========== ============================================================================
 
+Each backend says what it can run (:meth:`Backend.supports`, asked before anything else,
+then :meth:`~Backend.unavailable` for the device and :meth:`~Backend.supports_options`).
 ``auto`` tries the usable backends from fastest to slowest for the model's device and
-falls back to ``reference`` with a one-line notice on stderr when none can run (no CUDA,
-no compiler, an unsupported configuration or sampling option, a failed build): never a
-crash, never a hang. Naming a backend explicitly that cannot run is a
-:class:`~wavegen.errors.KernelUnavailableError` (a one-line user error).
+falls back to ``reference`` with a one-line notice on stderr when none can run (a model no
+fast backend implements, no CUDA, no compiler, an unsupported configuration or sampling
+option, a failed build): never a crash, never a hang. Naming a backend explicitly that
+cannot run is a :class:`~wavegen.errors.KernelUnavailableError` (a one-line user error).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import sys
 import torch
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import Backend, Session, options_need_reference
+from wavegen.kernels.base import Backend, Session
+from wavegen.sampling.contract import model_device
 
 #: name -> "module:Class"; imported lazily so a broken optional dependency never breaks
 #: ``import wavegen``.
@@ -58,8 +63,13 @@ def get_backend(name: str) -> Backend:
 
 
 class _Missing(Backend):
+    """A backend whose module cannot be imported: unavailable everywhere, for the reason."""
+
     def __init__(self, name: str, reason: str):
         self.name, self.reason = name, reason
+
+    def supports(self, model):
+        return self.reason
 
     def unavailable(self, device):
         return self.reason
@@ -76,15 +86,16 @@ def _disabled() -> set[str]:
 
 
 def why_not(name: str, model, options=None) -> str | None:
-    """Why backend ``name`` cannot sample from ``model`` with ``options`` here (None: it can)."""
+    """Why backend ``name`` cannot sample from ``model`` with ``options`` here (None: it can).
+
+    The model is asked about first (:meth:`Backend.supports`), so a model the backend does
+    not implement gets its one-line reason, never an error from reading its attributes.
+    """
     if name in _disabled():
         return "disabled"
     backend = get_backend(name)
-    device = next(model.parameters()).device
-    reason = backend.unavailable(device)
-    if reason is None and name != "reference":
-        reason = options_need_reference(options) or backend.unsupported(model, options)
-    return reason
+    return (backend.supports(model) or backend.unavailable(model_device(model))
+            or backend.supports_options(options))
 
 
 def availability(device: torch.device | str = "cpu") -> dict[str, str | None]:
@@ -115,7 +126,7 @@ def open_session(name: str, model, batch: int, length: int, local, global_cond, 
         if reason is not None:
             raise KernelUnavailableError(f"sampling backend {name!r} cannot run here: {reason}")
         return name, get_backend(name).session(model, batch, length, local, global_cond, prompt)
-    device = next(model.parameters()).device
+    device = model_device(model)
     skipped = []
     for candidate in _auto_order(device):
         if candidate == "reference":

@@ -1,12 +1,18 @@
-"""The interface every fast WaveNet sampling backend implements, and what they share.
+"""The interface every sampling backend implements, and what the WaveNet backends share.
 
-A backend turns a :class:`~wavegen.models.wavenet.WaveNet` into a :class:`Session` that runs
-the incremental sampling step (every residual layer, the output stack, and the draw from
+A backend turns a sample-level model into a :class:`Session` that runs the incremental
+sampling step (for WaveNet: every residual layer, the output stack, and the draw from
 pre-drawn uniforms) for many samples at a time. The autoregressive driver
 (:func:`wavegen.sampling.generate`) owns everything around it: argument checks, uniforms,
 the prompt, diagnostics and the result.
 
-What every session shares, implemented here once:
+Before anything else a backend is asked :meth:`Backend.supports` (``None``, or the one-line
+reason it does not implement the model): the ``reference`` backend runs any sample-level
+model through its public contract, the fast backends implement WaveNet only and check that
+first (:func:`wavenet_support`), so no backend ever reads an attribute of a model it does
+not implement.
+
+What the WaveNet sessions share, implemented here once:
 
 * :class:`ConditioningStream` upsamples the local conditioning once (``[B, C, T]``, cheap)
   and projects it to the layers' gate inputs chunk by chunk (``[B, n, L * 2G]``, time-major),
@@ -16,6 +22,7 @@ What every session shares, implemented here once:
   a prompt (one full forward pass), from which each backend fills its ring buffers.
 * :class:`WaveNetWeights`: the model's weights in one canonical layout (documented there),
   so each kernel only repacks, never re-derives, them.
+* :class:`WaveNetSession`: teacher-forced diagnostics in windows of bounded memory.
 
 A session exposes two calls: :meth:`Session.step_params` (one step, returning the head
 parameters; the hook the equality tests compare against the reference) and
@@ -34,9 +41,23 @@ import torch.nn.functional as F
 
 from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.nn.distributions import Categorical, DiscretizedMixtureOfLogistics
+from wavegen.sampling.contract import model_device
+from wavegen.sampling.diagnostics import ParamWindows
+from wavegen.sampling.options import LOGIT_OPTIONS
 
 #: Bytes of projected conditioning a session materialises at once (per chunk).
 CONDITIONING_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def wavenet_support(model, backend: str) -> str | None:
+    """None when ``model`` is a WaveNet, else why the ``backend`` (a WaveNet kernel) cannot
+    run it; every fast backend's :meth:`Backend.supports` asks this first."""
+    from wavegen.models.wavenet import WaveNet
+
+    if isinstance(model, WaveNet):
+        return None
+    return (f"the {backend} backend implements WaveNet only, not {type(model).__name__} "
+            f"(the reference backend runs any sample-level model)")
 
 
 def head_kind(model) -> str:
@@ -206,9 +227,46 @@ class Session(abc.ABC):
         """``n = uniforms.shape[1]`` steps with the draw: ``uniforms [B, n, U]`` -> samples
         ``[B, n]`` (int64 classes or float32 grid values), feeding each sample back."""
 
+    def teacher_forced_windows(self, local: torch.Tensor | None,
+                               global_cond: torch.Tensor | None) -> ParamWindows | None:
+        """Where the diagnostics of this session's samples get their head parameters
+        (:func:`~wavegen.sampling.diagnostics.teacher_forced_diagnostics`); None: one full
+        ``forward`` pass of the sample-level contract."""
+        return None
+
+
+class WaveNetSession(Session):
+    """Base of the WaveNet kernels' sessions: diagnostics from windowed full passes."""
+
+    def teacher_forced_windows(self, local, global_cond) -> ParamWindows:
+        """Passes over chunks of positions with one receptive field of context before each,
+        the conditioning projected per window (:class:`ConditioningStream`), so memory stays
+        bounded however long the generation."""
+        model = self.model
+        stream = ConditioningStream(model, self.batch, self.length, local, global_cond,
+                                    model.input.weight.dtype)
+        context = model.receptive_field - 1
+        size = max(1024, stream.chunk_length())
+
+        def windows(inputs: torch.Tensor, first: int):
+            for t0 in range(first, inputs.shape[-1], size):
+                t1 = min(t0 + size, inputs.shape[-1])
+                w0 = max(0, t0 - context)
+                cond = stream.chunk(w0, t1)
+                cond = None if cond is None else cond.transpose(1, 2)
+                yield t0, model.run(inputs[:, w0:t1], cond, None)[..., t0 - w0:]
+
+        return windows
+
 
 class Backend(abc.ABC):
-    """A way to run the sampling step; stateless, one instance per name."""
+    """A way to run the sampling step; stateless, one instance per name.
+
+    Whether it can sample from a model is asked in this order, each answer None (yes) or a
+    one-line reason: :meth:`supports` (the model: asked first, before any attribute a
+    backend reads from the models it implements), :meth:`unavailable` (the device and this
+    machine), :meth:`supports_options` (the sampling options).
+    """
 
     #: Name used by ``--backend`` and ``wavegen doctor``.
     name: str = ""
@@ -216,12 +274,19 @@ class Backend(abc.ABC):
     priority: dict[str, int] = {}
 
     @abc.abstractmethod
+    def supports(self, model) -> str | None:
+        """Why this backend cannot run ``model`` (None when it can): first whether the model
+        is of the kind the backend implements, then the backend's own limits (head, dtype,
+        sizes). Never raises for a model it does not implement."""
+
+    @abc.abstractmethod
     def unavailable(self, device: torch.device) -> str | None:
         """Why this backend cannot run on ``device`` here (None when it can)."""
 
-    def unsupported(self, model, options) -> str | None:
-        """Why this backend cannot run ``model`` with sampling ``options`` (None when it can)."""
-        return None
+    def supports_options(self, options) -> str | None:
+        """Why this backend cannot honour the sampling ``options`` (None when it can); the
+        filters and guidance run in the reference loop only."""
+        return options_need_reference(options)
 
     #: The Session subclass :meth:`session` opens.
     session_class: type[Session]
@@ -230,10 +295,10 @@ class Backend(abc.ABC):
                 prompt: torch.Tensor | None) -> Session:
         """A session generating ``length`` samples in total (prompt included).
 
-        KernelUnavailableError (one line, naming the backend) where :meth:`unavailable`
-        gives a reason for the model's device.
+        KernelUnavailableError (one line, naming the backend) where :meth:`supports` or
+        :meth:`unavailable` gives a reason for the model or its device.
         """
-        reason = self.unavailable(next(model.parameters()).device)
+        reason = self.supports(model) or self.unavailable(model_device(model))
         if reason is not None:
             raise KernelUnavailableError(f"{self.name} backend: {reason}")
         return self.session_class(model, batch, length, local, global_cond, prompt)
@@ -243,7 +308,7 @@ def options_need_reference(options) -> str | None:
     """Sampling options only the reference loop implements (filters and guidance)."""
     if options is None:
         return None
-    for name in ("top_p", "typical", "cfg_gamma"):
+    for name in LOGIT_OPTIONS:
         if getattr(options, name, None) is not None:
             return f"{name} is implemented by the reference loop only"
     return None

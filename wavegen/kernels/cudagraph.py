@@ -1,7 +1,7 @@
 """The ``cudagraph`` backend: the reference per-layer step, captured as a CUDA graph.
 
 The session runs :meth:`WaveNet.step` (same operations, same dtype) plus the reference draw
-of :mod:`wavegen.sampling.autoregressive`, but with every piece of state in static device
+(:meth:`wavegen.sampling.Draw.sample`), but with every piece of state in static device
 buffers, so that a chunk of :data:`CHUNK` steps can be captured once into a
 ``torch.cuda.CUDAGraph`` and replayed for every later chunk:
 
@@ -27,14 +27,16 @@ import torch
 import torch.nn.functional as F
 
 from wavegen.errors import UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, Session, head_kind,
-                                  prime_layer_inputs)
+from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, WaveNetSession,
+                                  head_kind, prime_layer_inputs, wavenet_support)
+from wavegen.sampling.draw import Draw
+from wavegen.sampling.options import SamplingOptions
 
 #: Steps per captured graph.
 CHUNK = 64
 
 
-class CUDAGraphSession(Session):
+class CUDAGraphSession(WaveNetSession):
     """Static-buffer state of one generation; chunks of steps replayed as CUDA graphs."""
 
     def __init__(self, model, batch, length, local, global_cond, prompt):
@@ -90,18 +92,8 @@ class CUDAGraphSession(Session):
         h = F.relu(F.linear(h, model.output[1].weight[..., 0], model.output[1].bias))
         return F.linear(h, model.output[3].weight[..., 0], model.output[3].bias)
 
-    def _draw(self, params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The reference draw (:class:`~wavegen.sampling.autoregressive._Draw`) on device."""
-        head = self.model.head
-        if not self.categorical:
-            return head.sample(params, u, temperature=temperature)
-        logits = torch.log_softmax(params.float(), dim=-1)
-        if temperature > 0:
-            logits = logits / temperature
-        return head.sample(logits, u, temperature=1.0 if temperature > 0 else 0.0)
-
-    def _step_draw(self, cond_t, u, temperature, out) -> None:
-        sample = self._draw(self._step(cond_t), u, temperature)
+    def _step_draw(self, cond_t, u, draw: Draw, out) -> None:
+        sample = draw.sample(self._step(cond_t), u)
         self.prev.copy_(sample)
         out.copy_(sample)
 
@@ -122,24 +114,25 @@ class CUDAGraphSession(Session):
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
         uniforms, temperature = self.check_generate_args(uniforms, temperature, self.device)
+        draw = Draw(self.model.head, SamplingOptions(temperature=temperature))
         n = uniforms.shape[1]
         out = torch.empty(self.batch, n, dtype=self.prev.dtype, device=self.device)
         self._set_previous(previous)
         t = 0
         while (self.graphs.enabled and n - t >= CHUNK
                and (self.stream.upsampled is None or self.time + CHUNK <= self.length)):
-            self._chunk(uniforms[:, t:t + CHUNK], temperature)
+            self._chunk(uniforms[:, t:t + CHUNK], draw)
             out[:, t:t + CHUNK] = self.graphs.static["out"]
             t += CHUNK
         for s in range(t, n):
             cond = self.stream.chunk(self.time, self.time + 1)
-            self._step_draw(None if cond is None else cond[:, 0], uniforms[:, s], temperature,
+            self._step_draw(None if cond is None else cond[:, 0], uniforms[:, s], draw,
                             out[:, s])
             self.time += 1
         return out
 
     # ----------------------------------------------------------------- graphs
-    def _chunk(self, uniforms: torch.Tensor, temperature: float) -> None:
+    def _chunk(self, uniforms: torch.Tensor, draw: Draw) -> None:
         """:data:`CHUNK` steps from the static buffers: warm-up, capture or replay."""
         cond = self.stream.chunk(self.time, self.time + CHUNK)
         static = self.graphs.stage(uniforms, cond, self.prev.dtype)
@@ -147,9 +140,9 @@ class CUDAGraphSession(Session):
         def steps():
             for s in range(CHUNK):
                 self._step_draw(None if static["cond"] is None else static["cond"][:, s],
-                                static["uniforms"][:, s], temperature, static["out"][:, s])
+                                static["uniforms"][:, s], draw, static["out"][:, s])
 
-        self.graphs.run(temperature, steps)
+        self.graphs.run(draw.options.temperature, steps)
         self.time += CHUNK
 
 
@@ -157,6 +150,10 @@ class CUDAGraphBackend(Backend):
     name = "cudagraph"
     priority = {"cuda": 10}
     session_class = CUDAGraphSession
+
+    def supports(self, model):
+        # WaveNet.step's operations on static buffers: any head and dtype WaveNet has.
+        return wavenet_support(model, self.name)
 
     def unavailable(self, device):
         device = torch.device(device)

@@ -50,8 +50,8 @@ import os
 import torch
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, Session,
-                                  WaveNetWeights, head_kind, prime_layer_inputs)
+from wavegen.kernels.base import (Backend, ConditioningStream, GraphedChunks, WaveNetSession,
+                                  WaveNetWeights, head_kind, prime_layer_inputs, wavenet_support)
 
 try:  # optional dependency: the registry reports the reason instead of failing
     import triton
@@ -291,7 +291,7 @@ def _kernels():
 
 
 # --------------------------------------------------------------------------- session
-class TritonSession(Session):
+class TritonSession(WaveNetSession):
     """Device-resident state of one generation, advanced by the Triton kernels.
 
     On CUDA, :meth:`generate` runs chunks of :data:`GRAPH_CHUNK` steps: the first chunk at
@@ -475,7 +475,10 @@ class TritonBackend(Backend):
             return None
         return "Triton needs a CUDA GPU (or TRITON_INTERPRET=1 for tests)"
 
-    def unsupported(self, model, options):
+    def supports(self, model):
+        reason = wavenet_support(model, self.name)
+        if reason is not None:
+            return reason
         kind = head_kind(model)
         if kind not in _HEADS:
             return f"the {kind} head is not implemented by the triton kernels"

@@ -34,8 +34,9 @@ One critic (:class:`WindowCritic`):
 
 Windows are drawn per example, once per call, from torch's default generator or a
 ``generator`` argument, and the same windows are used for ``real`` and ``fake`` (they go
-through the critics as one batch), so the two sets of feature maps are comparable. A window
-always lies inside the signal; a conditional one starts at a multiple of the hop.
+through the critics as one batch, :func:`wavegen.nn.adversarial.run_real_fake`, and must
+have the same shape), so the two sets of feature maps are comparable. A window always lies
+inside the signal; a conditional one starts at a multiple of the hop.
 
 Normalisation: spectral normalisation (Miyato et al. 2018) on every layer by default, as in
 BigGAN-style discriminators; ``norm="weight"`` or ``"none"`` for the alternatives.
@@ -54,7 +55,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_arguments_size, conv, layer
-from wavegen.nn.adversarial import DiscriminatorOutput
+from wavegen.nn.adversarial import DiscriminatorOutput, check_real_fake, run_real_fake
 from wavegen.nn.weight_norm import weight_norm
 
 #: GAN-TTS window sizes in samples at :data:`GANTTS_SAMPLE_RATE`.
@@ -373,17 +374,7 @@ class RandomWindowDiscriminators(nn.Module):
                 mel: torch.Tensor | None = None, *, offsets: Sequence[torch.Tensor] | None = None,
                 generator: torch.Generator | None = None,
                 ) -> tuple[list[DiscriminatorOutput], list[DiscriminatorOutput]]:
-        for name, x in (("real", real), ("fake", fake)):
-            if x is not None and (x.dim() != 3 or x.shape[1] != 1):
-                raise UsageError(f"discriminator expects {name} audio [batch, 1, time], "
-                                 f"got shape {list(x.shape)}")
-        parts = [x for x in (real, fake) if x is not None]
-        if not parts:
-            raise UsageError("discriminator needs real or fake audio (both are None)")
-        if len(parts) == 2 and real.shape != fake.shape:
-            raise UsageError(f"real and fake audio must have the same shape, got "
-                             f"{list(real.shape)} and {list(fake.shape)}")
-        batch, _, num_samples = parts[0].shape
+        batch, _, num_samples = check_real_fake(real, fake)
         num_frames = None
         if self.has_conditional:
             if mel is None:
@@ -401,13 +392,17 @@ class RandomWindowDiscriminators(nn.Module):
         else:
             self._check_offsets(offsets, batch, num_samples, num_frames)
         self.last_offsets = list(offsets)
+        use_mel = mel if num_frames is not None else None
+        return run_real_fake(lambda x: self._run_critics(x, offsets, use_mel), real, fake)
 
-        x = torch.cat(parts) if len(parts) == 2 else parts[0]
-        copies = len(parts)
+    def _run_critics(self, x: torch.Tensor, offsets: Sequence[torch.Tensor],
+                     mel: torch.Tensor | None) -> list[DiscriminatorOutput]:
+        """Every critic on its window of ``x`` ``[copies * B, 1, T]`` (real and fake stacked:
+        the ``[B]`` offsets and ``mel`` ``[B, n_mels, frames]`` are repeated per copy)."""
+        copies = x.shape[0] // offsets[0].shape[0]
         device = x.device
-        mel_all = None if num_frames is None else (mel.repeat(copies, 1, 1) if copies > 1 else mel)
-        real_out: list[DiscriminatorOutput] = []
-        fake_out: list[DiscriminatorOutput] = []
+        mel_all = None if mel is None else (mel.repeat(copies, 1, 1) if copies > 1 else mel)
+        outputs = []
         for spec, critic, off in zip(self.specs, self.critics, offsets):
             off = off.to(device).repeat(copies)
             index = off[:, None] + torch.arange(spec.window, device=device)
@@ -418,14 +413,8 @@ class RandomWindowDiscriminators(nn.Module):
                 frame_index = off[:, None] // self.hop_length + torch.arange(n, device=device)
                 cond = mel_all.gather(2, frame_index[:, None, :].expand(-1, self.num_mels, -1))
             score, features = critic(window, cond)
-            if real is not None:
-                real_out.append(DiscriminatorOutput(score[:batch],
-                                                    [f[:batch] for f in features]))
-            if fake is not None:
-                start = batch if real is not None else 0
-                fake_out.append(DiscriminatorOutput(score[start:start + batch],
-                                                    [f[start:start + batch] for f in features]))
-        return real_out, fake_out
+            outputs.append(DiscriminatorOutput(score, features))
+        return outputs
 
 
 __all__ = [

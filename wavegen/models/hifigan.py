@@ -50,8 +50,8 @@ Discriminators (both follow :mod:`wavegen.nn.adversarial`'s protocol, ``mel`` is
   2x and 4x average-pooled waveform; the first scale uses spectral norm, the others weight
   norm. Feature maps: 7 activations + the score map per scale.
 
-Real and fake waveforms of equal shape go through the discriminators as one batch (the
-official code makes two calls); the outputs are identical except that a spectrally
+Real and fake waveforms (of the same shape) go through the discriminators as one batch,
+:func:`wavegen.nn.adversarial.run_real_fake` (the official code makes two calls); the outputs are identical except that a spectrally
 normalised layer does one power iteration per call instead of two in training mode.
 Channel widths default to the official ones and can be narrowed for tests and CPU recipes.
 """
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
                                  layer)
-from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet
+from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet, Pair, run_real_fake
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
 from wavegen.utils.config import from_dict, to_dict
 
@@ -179,6 +179,11 @@ class HiFiGANConfig:
         for dil in self.resblock_dilation_sizes:
             if not dil or any(d < 1 for d in dil):
                 raise bad(f"resblock dilations must be positive, got {list(dil)}")
+
+    @property
+    def conditioning_channels(self) -> int:
+        """Model config contract (:mod:`wavegen.models.protocols`): the mel bands."""
+        return self.num_mels
 
     @property
     def num_stages(self) -> int:
@@ -372,29 +377,6 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- discriminators
-Pair = tuple[list[DiscriminatorOutput], list[DiscriminatorOutput]]
-
-
-def _check_wave(x: torch.Tensor | None, what: str) -> None:
-    if x is not None and (x.dim() != 3 or x.shape[1] != 1):
-        raise UsageError(f"HiFi-GAN discriminators take {what} audio shaped [batch, 1, time], "
-                         f"got {list(x.shape)}")
-
-
-def _run_pair(fn: Callable[[torch.Tensor], list[DiscriminatorOutput]],
-              real: torch.Tensor | None, fake: torch.Tensor | None) -> Pair:
-    """``fn`` on real and fake, as one batch when their shapes agree."""
-    _check_wave(real, "real")
-    _check_wave(fake, "fake")
-    if real is not None and fake is not None and real.shape == fake.shape:
-        n = real.shape[0]
-        outs = fn(torch.cat([real, fake]))
-        real_out = [DiscriminatorOutput(o.score[:n], [f[:n] for f in o.features]) for o in outs]
-        fake_out = [DiscriminatorOutput(o.score[n:], [f[n:] for f in o.features]) for o in outs]
-        return real_out, fake_out
-    return ([] if real is None else fn(real)), ([] if fake is None else fn(fake))
-
-
 def _check_widths(channels: Sequence[int], count: int, what: str) -> tuple[int, ...]:
     channels = tuple(int(c) for c in channels)
     if len(channels) != count or any(c < 1 for c in channels):
@@ -467,7 +449,7 @@ class MultiPeriodDiscriminator(nn.Module):
     def forward(self, real: torch.Tensor | None, fake: torch.Tensor | None,
                 mel: torch.Tensor | None = None) -> Pair:
         """Waveforms ``[B, 1, T]`` (either may be None) -> one output per period for each."""
-        return _run_pair(self._all, real, fake)
+        return run_real_fake(self._all, real, fake)
 
 
 MSD_CHANNELS = (128, 128, 256, 512, 1024, 1024, 1024)
@@ -550,7 +532,7 @@ class MultiScaleDiscriminator(nn.Module):
     def forward(self, real: torch.Tensor | None, fake: torch.Tensor | None,
                 mel: torch.Tensor | None = None) -> Pair:
         """Waveforms ``[B, 1, T]`` (either may be None) -> one output per scale for each."""
-        return _run_pair(self._all, real, fake)
+        return run_real_fake(self._all, real, fake)
 
 
 def hifigan_discriminator(periods: Sequence[int] = (2, 3, 5, 7, 11), scales: int = 3,

@@ -35,7 +35,7 @@ from torch import nn
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
                                  layer)
-from wavegen.nn.adversarial import DiscriminatorOutput
+from wavegen.nn.adversarial import DiscriminatorOutput, Pair, run_real_fake
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
 from wavegen.utils.config import from_dict, to_dict
 
@@ -74,6 +74,11 @@ class MelGANConfig:
             shown = " x ".join(map(str, self.ratios))
             raise ConfigError(f"MelGANConfig.ratios {shown} = {math.prod(self.ratios)} must "
                               f"multiply to hop_length ({self.hop_length})")
+
+    @property
+    def conditioning_channels(self) -> int:
+        """Model config contract (:mod:`wavegen.models.protocols`): the mel bands."""
+        return self.num_mels
 
     @property
     def min_frames(self) -> int:
@@ -241,40 +246,6 @@ class NLayerDiscriminator(nn.Module):
         return results
 
 
-def _check_pair(real: torch.Tensor | None, fake: torch.Tensor | None) -> None:
-    for name, x in (("real", real), ("fake", fake)):
-        if x is not None and (x.dim() != 3 or x.shape[1] != 1):
-            raise UsageError(f"discriminator expects {name} audio [batch, 1, time], "
-                             f"got shape {list(x.shape)}")
-    if real is None and fake is None:
-        raise UsageError("discriminator needs real or fake audio (both are None)")
-
-
-def _joint(real: torch.Tensor | None,
-           fake: torch.Tensor | None) -> tuple[torch.Tensor, int | None, int | None]:
-    """Real and fake stacked on the batch axis (one pass), with the two batch sizes."""
-    parts = [x for x in (real, fake) if x is not None]
-    if len(parts) == 2 and real.shape != fake.shape:
-        raise UsageError(f"real and fake audio must have the same shape, got {list(real.shape)} "
-                         f"and {list(fake.shape)}")
-    return (torch.cat(parts) if len(parts) == 2 else parts[0],
-            None if real is None else real.shape[0], None if fake is None else fake.shape[0])
-
-
-def _split(maps: list[torch.Tensor], n_real: int | None,
-           n_fake: int | None) -> tuple[DiscriminatorOutput | None, DiscriminatorOutput | None]:
-    """A joint pass's maps (last = score) split back into the real and the fake output."""
-    out_real = out_fake = None
-    if n_real is not None:
-        part = [m[:n_real] for m in maps]
-        out_real = DiscriminatorOutput(part[-1], part[:-1])
-    if n_fake is not None:
-        start = 0 if n_real is None else n_real
-        part = [m[start:start + n_fake] for m in maps]
-        out_fake = DiscriminatorOutput(part[-1], part[:-1])
-    return out_real, out_fake
-
-
 class MelGANMultiScaleDiscriminator(nn.Module):
     """``num_D`` critics on the waveform at rates 1, 1/2, 1/4, ... (MelGAN's multi-scale set).
 
@@ -319,22 +290,21 @@ class MelGANMultiScaleDiscriminator(nn.Module):
         size += conv(nf, nf_out, 5, weight_norm=True) + conv(nf_out, 1, 3, weight_norm=True)
         return num_D * size
 
-    def forward(self, real: torch.Tensor | None, fake: torch.Tensor | None,
-                mel: torch.Tensor | None = None) -> tuple[list[DiscriminatorOutput],
-                                                          list[DiscriminatorOutput]]:
-        _check_pair(real, fake)
-        x, n_real, n_fake = _joint(real, fake)
-        real_out: list[DiscriminatorOutput] = []
-        fake_out: list[DiscriminatorOutput] = []
+    def _all(self, x: torch.Tensor) -> list[DiscriminatorOutput]:
+        """``[N, 1, T]`` -> one output per scale (the last map of each critic is its score)."""
+        outputs = []
         for i, disc in enumerate(self.model.values()):
             if i:
                 x = self.downsample(x)
-            r, f = _split(disc(x), n_real, n_fake)
-            if r is not None:
-                real_out.append(r)
-            if f is not None:
-                fake_out.append(f)
-        return real_out, fake_out
+            maps = disc(x)
+            outputs.append(DiscriminatorOutput(maps[-1], maps[:-1]))
+        return outputs
+
+    def forward(self, real: torch.Tensor | None, fake: torch.Tensor | None,
+                mel: torch.Tensor | None = None) -> Pair:
+        """Waveforms ``[B, 1, T]`` (same shape; either may be None) -> one output per scale
+        for each, in one joint pass (:func:`~wavegen.nn.adversarial.run_real_fake`)."""
+        return run_real_fake(self._all, real, fake)
 
 
 __all__ = ["MelGANConfig", "MelGANGenerator", "MelGANMultiScaleDiscriminator",

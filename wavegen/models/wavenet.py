@@ -28,9 +28,10 @@ from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, approx, check_config_size, conv, layer
-from wavegen.nn.causal_conv import CausalConv1d, ConvBuffer
+from wavegen.nn.causal_conv import ConvBuffer
 from wavegen.nn.distributions import (Categorical, DiscretizedGaussian,
                                       DiscretizedMixtureOfLogistics, OutputDistribution)
+from wavegen.nn.gated_residual import GatedResidualBlock
 from wavegen.nn.upsample import UPSAMPLE_MODES, ConditioningUpsampler, check_factors
 from wavegen.utils.config import from_dict, to_dict
 
@@ -168,6 +169,11 @@ class WaveNetConfig:
     def has_local(self) -> bool:
         return self.local_channels > 0
 
+    @property
+    def conditioning_channels(self) -> int:
+        """Model config contract (:mod:`wavegen.models.protocols`): the local channels."""
+        return self.local_channels
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -189,44 +195,6 @@ def shift_right(inputs: torch.Tensor, first: torch.Tensor | float | int) -> torc
     """``[B, T]`` -> ``[B, T]`` with ``first`` prepended and the last element dropped."""
     pad = torch.full_like(inputs[:, :1], first)
     return torch.cat([pad, inputs[:, :-1]], dim=1)
-
-
-class ResidualLayer(nn.Module):
-    """Dilated causal conv -> (+ conditioning) -> tanh * sigmoid -> residual and skip 1x1."""
-
-    def __init__(self, residual: int, gate: int, skip: int, kernel_size: int, dilation: int,
-                 dropout: float = 0.0, has_residual: bool = True):
-        super().__init__()
-        self.gate_channels = gate
-        self.dropout = dropout
-        self.conv = CausalConv1d(residual, 2 * gate, kernel_size, dilation)
-        # The last layer feeds only the skip path: a residual conv there would be dead
-        # weight (and parameters without gradients, which DDP rightly refuses).
-        self.residual = nn.Conv1d(gate, residual, 1) if has_residual else None
-        self.skip = nn.Conv1d(gate, skip, 1)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``[B, R, T]``, ``cond`` ``[B, 2G, T]`` or ``[B, 2G, 1]`` -> (``[B, R, T]``, ``[B, S, T]``)."""
-        h = self.conv(F.dropout(x, self.dropout, self.training))
-        if cond is not None:
-            h = h + cond
-        a, b = h.split(self.gate_channels, dim=1)
-        z = torch.tanh(a) * torch.sigmoid(b)
-        out = x if self.residual is None else x + self.residual(z)
-        return out, self.skip(z)
-
-    def step(self, x_t: torch.Tensor, buffer: ConvBuffer,
-             cond_t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One sample: ``x_t`` ``[B, R]``, ``cond_t`` ``[B, 2G]`` -> (``[B, R]``, ``[B, S]``)."""
-        h = self.conv.step(x_t, buffer)
-        if cond_t is not None:
-            h = h + cond_t
-        a, b = h.split(self.gate_channels, dim=1)
-        z = torch.tanh(a) * torch.sigmoid(b)
-        skip = F.linear(z, self.skip.weight[..., 0], self.skip.bias)
-        if self.residual is None:
-            return x_t, skip
-        return x_t + F.linear(z, self.residual.weight[..., 0], self.residual.bias), skip
 
 
 @dataclass
@@ -261,9 +229,12 @@ class WaveNet(nn.Module):
         else:
             self.input = nn.Conv1d(1, c.residual_channels, 1)
         last = c.num_layers - 1
+        # Causal blocks without their own projections: the conditioning of all layers is
+        # projected at once (see conditioning()) and handed to each as its gate bias.
         self.layers = nn.ModuleList(
-            ResidualLayer(c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size,
-                          d, c.dropout, has_residual=i < last) for i, d in enumerate(c.dilations))
+            GatedResidualBlock(c.residual_channels, c.gate_channels, c.skip_channels,
+                               c.kernel_size, d, dropout=c.dropout, has_residual=i < last)
+            for i, d in enumerate(c.dilations))
         cond_width = c.num_layers * 2 * c.gate_channels
         if c.global_classes > 0:
             self.global_embedding = nn.Embedding(c.global_classes, c.global_dim)
@@ -424,7 +395,7 @@ class WaveNet(nn.Module):
         for layer, cond in zip(self.layers, self._layer_conds(local_c, global_c)):
             if return_layer_inputs:
                 layer_inputs.append(x)
-            x, skip = layer(x, cond)
+            x, skip = layer(x, gate_bias=cond)
             skips = skips + skip
         params = self.output(skips)
         return (params, layer_inputs) if return_layer_inputs else params
@@ -483,7 +454,7 @@ class WaveNet(nn.Module):
             if state.global_bias is not None:
                 g = state.global_bias[:, i * width:(i + 1) * width]
                 cond = g if cond is None else cond + g
-            x, skip = layer.step(x, state.buffers[i], cond)
+            x, skip = layer.step(x, state.buffers[i], gate_bias=cond)
             skips = skips + skip
         state.time += 1
         h = F.relu(skips)
@@ -503,5 +474,5 @@ def describe(config: WaveNetConfig) -> str:
             f"({1000 * rf / config.sample_rate:.1f} ms at {config.sample_rate} Hz)")
 
 
-__all__ = ["WaveNet", "WaveNetConfig", "WaveNetState", "ResidualLayer", "shift_right",
+__all__ = ["WaveNet", "WaveNetConfig", "WaveNetState", "shift_right",
            "make_head", "describe"]

@@ -1,1 +1,2 @@
-"""Shared neural-network layers: causal convolutions, upsamplers, quantisers, output heads."""
+"""Shared neural-network layers: causal convolutions, gated residual blocks, upsamplers,
+quantisers, output heads, and the discriminator protocol with real/fake batching."""

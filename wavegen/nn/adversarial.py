@@ -18,17 +18,37 @@ HiFi-GAN):
   G: ``-D(G(s))``;
 * feature matching (Larsen et al. 2016; MelGAN, HiFi-GAN): L1 between the discriminator's
   feature maps of real and generated audio, real side detached.
+
+Real/fake batching (:func:`run_real_fake`, used by every discriminator in wavegen). Real and
+fake audio must have the same shape ``[B, 1, T]``; they are stacked on the batch axis and
+go through the discriminator in *one* pass, whose outputs are split back (rows ``:B`` real,
+``B:`` fake). Unequal shapes are a :class:`~wavegen.errors.UsageError`, never two silent
+passes, because:
+
+* feature matching compares real and fake maps element by element, which only means
+  something for the same audio span (a broadcast over a length-1 axis would even hide it);
+* a discriminator with shared randomness (GAN-TTS's random windows, drawn per example) can
+  only apply the same draw to the same shape;
+* the training task always pairs a crop with the generator's output for that crop's mel,
+  so unequal shapes mean a hop or cropping bug upstream, best reported where it shows.
+
+Scoring real and fake audio of different shapes is still possible: call the discriminator
+twice, ``disc(real, None)`` and ``disc(None, fake)``. One of the two may be None; both None
+is a UsageError too. The discriminators have no batch statistics (no batch norm), so one
+joint pass gives what two passes would, up to float rounding (in training mode a spectrally
+normalised layer does one power iteration per call instead of two) with half the kernel
+launches.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavegen.errors import ConfigError
+from wavegen.errors import ConfigError, UsageError
 
 ADVERSARIAL_LOSSES = ("lsgan", "hinge")
 
@@ -41,6 +61,50 @@ class DiscriminatorOutput(NamedTuple):
 
 
 Outputs = Sequence[DiscriminatorOutput]
+#: What a discriminator returns: the outputs on real audio and those on fake audio.
+Pair = tuple[list[DiscriminatorOutput], list[DiscriminatorOutput]]
+
+
+def check_real_fake(real: torch.Tensor | None, fake: torch.Tensor | None) -> torch.Size:
+    """The shape ``[B, 1, T]`` shared by ``real`` and ``fake`` (either may be None), or a
+    UsageError: audio that is not ``[batch, 1, time]``, unequal shapes, or neither given."""
+    for name, x in (("real", real), ("fake", fake)):
+        if x is not None and (x.dim() != 3 or x.shape[1] != 1):
+            raise UsageError(f"discriminator expects {name} audio [batch, 1, time], "
+                             f"got shape {list(x.shape)}")
+    if real is None and fake is None:
+        raise UsageError("discriminator needs real or fake audio (both are None)")
+    if real is not None and fake is not None and real.shape != fake.shape:
+        raise UsageError(f"real and fake audio must have the same shape, got {list(real.shape)} "
+                         f"and {list(fake.shape)} (score them in two calls if that is meant)")
+    return (real if real is not None else fake).shape
+
+
+def run_real_fake(run: Callable[[torch.Tensor], Sequence[DiscriminatorOutput]],
+                  real: torch.Tensor | None, fake: torch.Tensor | None) -> Pair:
+    """``run`` on real and fake audio in one pass; see "Real/fake batching" above.
+
+    Args:
+        run: the discriminator on one batch: ``[N, 1, T]`` -> its outputs, every score and
+            feature map with the batch on axis 0. With both inputs it gets ``[2B, 1, T]``
+            (real first), so anything it draws per example must be drawn for ``B`` and
+            repeated (``N // B`` copies).
+        real, fake: ``[B, 1, T]`` each, or None.
+
+    Returns:
+        (outputs on real, outputs on fake): lists of :class:`DiscriminatorOutput` in the
+        order ``run`` returns them; the list of an input that is None is empty.
+    """
+    batch = check_real_fake(real, fake)[0]
+    if real is None:
+        return [], list(run(fake))
+    if fake is None:
+        return list(run(real)), []
+    outputs = run(torch.cat([real, fake]))
+    return ([DiscriminatorOutput(o.score[:batch], [f[:batch] for f in o.features])
+             for o in outputs],
+            [DiscriminatorOutput(o.score[batch:], [f[batch:] for f in o.features])
+             for o in outputs])
 
 
 def check_adversarial_loss(kind: str) -> str:
@@ -106,6 +170,6 @@ class DiscriminatorSet(nn.Module):
         return real_out, fake_out
 
 
-__all__ = ["ADVERSARIAL_LOSSES", "DiscriminatorOutput", "DiscriminatorSet",
-           "discriminator_loss", "generator_adversarial_loss", "feature_matching_loss",
-           "check_adversarial_loss"]
+__all__ = ["ADVERSARIAL_LOSSES", "DiscriminatorOutput", "DiscriminatorSet", "Pair",
+           "check_real_fake", "run_real_fake", "discriminator_loss",
+           "generator_adversarial_loss", "feature_matching_loss", "check_adversarial_loss"]

@@ -1,147 +1,37 @@
 """The autoregressive sampling loop shared by WaveNet, SampleRNN and the hierarchical priors.
 
-A model plugs in through three methods (WaveNet implements them):
-
-* ``start(batch, length, local=None, global_cond=None, unconditional=False, prompt=None)``
-  returns a state for generating ``length`` samples (prompt included);
-* ``step(previous, state)`` returns the head parameters ``[B, P]`` of the next sample;
-* ``run(inputs, local_c, global_c)`` / ``conditioning(...)``: the full pass, used by the
-  naive generator that recomputes the receptive field at every step (for tests and
-  benchmarks).
-
-and exposes ``head`` (an :class:`~wavegen.nn.distributions.OutputDistribution`),
-``silence_input()`` and ``receptive_field``.
+A model plugs in through the sample-level contract (:mod:`wavegen.sampling.contract`,
+:class:`~wavegen.models.protocols.SampleLevelModel`): ``start`` / ``step`` for the cached
+incremental loop, ``forward`` for the naive generator and the diagnostics, ``head``,
+``silence_input()`` and ``targets_from_waveform()``.
 
 What the loop adds: temperature, top-p and typical filtering (categorical heads),
 classifier-free guidance on logits, priming from a prompt, pre-drawn uniforms (so fast
-backends can be checked sample for sample), a tqdm progress bar, and a running typicality
-diagnostic: the mean negative log-likelihood of the drawn samples beside the mean entropy
-of the model's predictive distribution. Sampling at a very low temperature drives the NLL
-far below the entropy (the well-known collapse into silence); honest sampling keeps them
-close.
+backends can be checked sample for sample; :class:`~wavegen.sampling.draw.Draw`), a tqdm
+progress bar, and a running typicality diagnostic: the mean negative log-likelihood of the
+drawn samples beside the mean entropy of the model's predictive distribution. Sampling at a
+very low temperature drives the NLL far below the entropy (the well-known collapse into
+silence); honest sampling keeps them close.
+
+The inner loop can run on a backend of :mod:`wavegen.kernels` instead (``backend=``): a
+session there draws whole chunks of samples from the same uniforms with the same rules,
+and the diagnostics then come from one teacher-forced pass
+(:func:`~wavegen.sampling.diagnostics.teacher_forced_diagnostics`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from wavegen.errors import UsageError
-from wavegen.nn.distributions import Categorical
-from wavegen.nn.logit_filters import cfg_logits, top_p_filter, typical_filter
-
-
-@dataclass
-class SamplingOptions:
-    """How to draw samples.
-
-    Attributes:
-        temperature: divides the logits (categorical) or scales the scales (continuous
-            heads); 0 is greedy.
-        top_p: nucleus sampling mass (categorical heads), None = off.
-        typical: locally typical sampling mass (categorical heads), None = off.
-        cfg_gamma: classifier-free guidance ``uncond + gamma * (cond - uncond)`` on log-probs
-            (categorical heads). None = plain conditional sampling; 0 = unconditional;
-            1 = conditional; > 1 amplified. In Ho & Salimans' form ``(1 + w) cond - w uncond``,
-            ``gamma = 1 + w``.
-        seed: seeds the uniforms when none are given (same seed, same audio).
-        progress: show a tqdm progress bar.
-    """
-
-    temperature: float = 1.0
-    top_p: float | None = None
-    typical: float | None = None
-    cfg_gamma: float | None = None
-    seed: int | None = None
-    progress: bool = False
-
-
-@dataclass
-class GenerationResult:
-    """Output of :func:`generate`.
-
-    Attributes:
-        audio: ``[B, 1, N]`` waveform of the generated samples (prompt excluded).
-        samples: ``[B, N]`` head samples (class indices, or values on the 16-bit grid).
-        mean_nll: ``[B]`` mean NLL (nats) of the drawn samples under the model's (guided)
-            predictive distribution at temperature 1, before filtering.
-        mean_entropy: ``[B]`` mean entropy (nats) of that distribution (for the 16-bit
-            heads, whose exact entropy sums 65536 bins, over every 256th step).
-        seconds: wall time of the loop.
-    """
-
-    audio: torch.Tensor
-    samples: torch.Tensor
-    mean_nll: torch.Tensor
-    mean_entropy: torch.Tensor
-    seconds: float
-
-    @property
-    def samples_per_second(self) -> float:
-        """Aggregate throughput: batch x length / seconds."""
-        return self.samples.numel() / max(self.seconds, 1e-9)
-
-
-def draw_uniforms(batch: int, length: int, per_sample: int, seed: int | None,
-                  device=None) -> torch.Tensor:
-    """``[B, N, U]`` uniforms in [0, 1) from a seeded generator (on the CPU, then moved)."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return torch.rand(batch, length, per_sample, generator=generator,
-                      dtype=torch.float64).to(device=device, dtype=torch.float32)
-
-
-def _check_options(head, options: SamplingOptions) -> None:
-    categorical = isinstance(head, Categorical)
-    for name in ("top_p", "typical", "cfg_gamma"):
-        if getattr(options, name) is not None and not categorical:
-            raise UsageError(f"{name} needs a categorical head; this model's head is "
-                             f"{type(head).__name__}")
-    if options.temperature < 0:
-        raise UsageError(f"temperature must be >= 0, got {options.temperature}")
-
-
-class _Draw:
-    """One step's sampling from head parameters: guidance, filters, draw and diagnostics."""
-
-    def __init__(self, head, options: SamplingOptions):
-        self.head = head
-        self.options = options
-        self.categorical = isinstance(head, Categorical)
-
-    #: The 16-bit heads' exact entropy sums 65536 bins: evaluate it on every n-th step only.
-    grid_entropy_every = 256
-
-    def __call__(self, params: torch.Tensor, params_uncond: torch.Tensor | None,
-                 uniforms: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> (sample ``[B]``, NLL of the sample ``[B]``, entropy ``[B]`` or None if skipped)."""
-        o = self.options
-        if not self.categorical:
-            sample = self.head.sample(params, uniforms, temperature=o.temperature)
-            nll = -self.head.log_prob(params[..., None], sample[:, None])[:, 0]
-            entropy = self.head.entropy(params) if t % self.grid_entropy_every == 0 else None
-            return sample, nll, entropy
-        logp = torch.log_softmax(params.float(), dim=-1)
-        if params_uncond is not None:
-            logp = torch.log_softmax(cfg_logits(params.float(), params_uncond.float(),
-                                                o.cfg_gamma), dim=-1)
-        logits = logp
-        if o.temperature > 0:
-            logits = logits / o.temperature
-        if o.top_p is not None:
-            logits = top_p_filter(logits, o.top_p)
-        if o.typical is not None:
-            logits = typical_filter(logits, o.typical)
-        sample = self.head.sample(logits, uniforms, temperature=1.0 if o.temperature > 0 else 0.0)
-        nll = -logp.gather(1, sample[:, None])[:, 0]
-        entropy = -(logp.exp() * logp).sum(-1)
-        return sample, nll, entropy
+from wavegen.sampling.contract import check_sample_level, hop_length, model_device, silence
+from wavegen.sampling.diagnostics import teacher_forced_diagnostics
+from wavegen.sampling.draw import Draw, draw_uniforms
+from wavegen.sampling.options import SamplingOptions
+from wavegen.sampling.result import GenerationResult
 
 
 def _prepare(model, batch: int, num_samples: int | None, local, prompt):
@@ -154,7 +44,10 @@ def _prepare(model, batch: int, num_samples: int | None, local, prompt):
             raise UsageError(f"prompt has batch {prompt_targets.shape[0]}, expected {batch}")
         prompt_len = prompt_targets.shape[-1]
     if local is not None:
-        covered = local.shape[-1] * model.config.hop_length
+        hop = hop_length(model)
+        if hop is None:
+            raise UsageError(f"this {type(model).__name__} takes no local conditioning")
+        covered = local.shape[-1] * hop
         if num_samples is None:
             num_samples = covered - prompt_len
         if prompt_len + num_samples != covered:
@@ -175,7 +68,7 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
     """Generate ``num_samples`` new samples per batch item, one at a time.
 
     Args:
-        model: a model with the incremental interface described in the module docstring.
+        model: a sample-level model (:mod:`wavegen.sampling.contract`).
         num_samples: new samples to draw; with local conditioning it defaults to what the
             features cover beyond the prompt (and must match it).
         batch: batch size (taken from the conditioning or prompt when given).
@@ -185,16 +78,21 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
         options: sampling options.
         uniforms: ``[B, N, head.num_uniforms]`` pre-drawn U(0,1) numbers; the same uniforms
             give the same samples on every backend.
-        naive: recompute the receptive field at every step instead of using the cached
-            per-layer buffers (slow; the reference for tests and benchmarks).
+        naive: recompute the receptive field (or, for a model without ``run()``, a full
+            teacher-forced ``forward`` pass) at every step instead of
+            stepping the model's incremental state (slow; the reference for tests and
+            benchmarks).
         backend: sampling backend of :mod:`wavegen.kernels` (``"reference"``, ``"auto"``,
             ``"cpu"``, ``"triton"``, ``"cudagraph"``, ``"cuda"``). The fast backends draw from
             the same uniforms with the same rules; their NLL/entropy diagnostics come from
             one teacher-forced pass over the result afterwards (not timed in ``seconds``).
+            ``auto`` uses ``reference`` (with a one-line notice) for a model or options no
+            fast backend supports; naming such a backend is a KernelUnavailableError.
 
     Returns:
-        a :class:`GenerationResult`.
+        a :class:`~wavegen.sampling.result.GenerationResult`.
     """
+    check_sample_level(model)
     options = options or SamplingOptions()
     was_training = model.training
     model.eval()
@@ -208,20 +106,19 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
 def _generate(model, num_samples, batch, local, global_cond, prompt, options, uniforms, naive,
               backend="reference"):
     head = model.head
-    _check_options(head, options)
+    options.check(head)
     for tensor in (local, global_cond, prompt):
         if tensor is not None:
             batch = tensor.shape[0]
     num_samples, prompt_len, prompt_targets = _prepare(model, batch, num_samples, local, prompt)
-    device = next(model.parameters()).device
+    device = model_device(model)
     if uniforms is None:
         uniforms = draw_uniforms(batch, num_samples, head.num_uniforms, options.seed, device)
     elif uniforms.shape != (batch, num_samples, head.num_uniforms):
         raise UsageError(f"uniforms must be [{batch}, {num_samples}, {head.num_uniforms}], "
                          f"got {tuple(uniforms.shape)}")
     previous = prompt_targets[:, -1] if prompt_targets is not None else \
-        torch.full((batch,), model.silence_input(), device=device,
-                   dtype=torch.long if isinstance(head, Categorical) else torch.float32)
+        silence(model, batch, device)
     if backend != "reference" and not naive:
         from wavegen.kernels import open_session
 
@@ -230,10 +127,10 @@ def _generate(model, num_samples, batch, local, global_cond, prompt, options, un
         if name != "reference":
             return _generate_fast(model, session, previous, uniforms, options, local,
                                   global_cond, prompt_targets)
-    guided = options.cfg_gamma is not None
-    stepper = (_NaiveStepper if naive else _CachedStepper)(
-        model, batch, prompt_len + num_samples, local, global_cond, prompt_targets, guided)
-    draw = _Draw(head, options)
+    stepper = (_naive_stepper(model) if naive else _CachedStepper)(
+        model, batch, prompt_len + num_samples, local, global_cond, prompt_targets,
+        options.guided)
+    draw = Draw(head, options)
     samples, nll_sum, entropy_sum = [], torch.zeros(batch), torch.zeros(batch)
     entropy_steps = 0
     start = time.perf_counter()
@@ -265,7 +162,8 @@ FAST_CHUNK = 4096
 
 def _generate_fast(model, session, previous, uniforms, options, local, global_cond,
                    prompt_targets) -> GenerationResult:
-    """The loop on a fast backend's session; diagnostics from a teacher-forced pass."""
+    """The loop on a fast backend's session; diagnostics from a teacher-forced pass over
+    the session's windows."""
     num_samples = uniforms.shape[1]
     bar = tqdm(total=num_samples, disable=not options.progress, unit="sample",
                unit_scale=True, leave=False)
@@ -279,62 +177,15 @@ def _generate_fast(model, session, previous, uniforms, options, local, global_co
     bar.close()
     seconds = time.perf_counter() - start
     samples = torch.cat(pieces, dim=1)
-    nll, entropy = teacher_forced_diagnostics(model, samples, local, global_cond, prompt_targets)
+    nll, entropy = teacher_forced_diagnostics(model, samples, local, global_cond, prompt_targets,
+                                              session.teacher_forced_windows(local, global_cond))
     audio = model.head.waveform_from_samples(samples).float()[:, None, :]
     return GenerationResult(audio, samples, nll, entropy, seconds)
 
 
-@torch.no_grad()
-def teacher_forced_diagnostics(model, samples: torch.Tensor, local, global_cond,
-                               prompt_targets: torch.Tensor | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean NLL and entropy ``[B]`` (nats) of generated ``samples`` ``[B, N]`` under the model.
-
-    The same quantities the reference loop accumulates while sampling (temperature 1, no
-    filtering; for the 16-bit heads the entropy over every 256th step), from full passes
-    over windows of the sequence, so memory stays bounded for long generations.
-    """
-    from wavegen.kernels.base import ConditioningStream
-    from wavegen.models.wavenet import shift_right
-
-    head = model.head
-    batch, count = samples.shape
-    known = prompt_targets.shape[-1] if prompt_targets is not None else 0
-    full = samples if prompt_targets is None else torch.cat(
-        [prompt_targets.to(samples.dtype), samples], dim=1)
-    inputs = shift_right(full, model.silence_input())
-    stream = ConditioningStream(model, batch, full.shape[-1], local, global_cond,
-                                model.input.weight.dtype)
-    context = model.receptive_field - 1
-    step = max(1024, stream.chunk_length())
-    nll_sum = torch.zeros(batch, dtype=torch.float64)
-    entropy_sum = torch.zeros(batch, dtype=torch.float64)
-    entropy_steps = 0
-    grid = not isinstance(head, Categorical)
-    for t0 in range(known, full.shape[-1], step):
-        t1 = min(t0 + step, full.shape[-1])
-        w0 = max(0, t0 - context)
-        cond = stream.chunk(w0, t1)
-        cond = None if cond is None else cond.transpose(1, 2)
-        params = model.run(inputs[:, w0:t1], cond, None)[..., t0 - w0:]
-        nll_sum -= head.log_prob(params, full[:, t0:t1]).double().sum(-1).cpu()
-        if not grid:
-            log_p = torch.log_softmax(params.float(), dim=1)
-            entropy = -torch.where(log_p > -float("inf"), log_p.exp() * log_p,
-                                   torch.zeros_like(log_p)).sum(1)
-            entropy_sum += entropy.double().sum(-1).cpu()
-            entropy_steps += t1 - t0
-            continue
-        first = -(-(t0 - known) // _Draw.grid_entropy_every) * _Draw.grid_entropy_every
-        for g in range(first, t1 - known, _Draw.grid_entropy_every):
-            entropy_sum += head.entropy(params[..., g + known - t0].float()).double().cpu()
-            entropy_steps += 1
-    return (nll_sum / count).float(), (entropy_sum / max(entropy_steps, 1)).float()
-
-
 class _CachedStepper:
-    """Incremental steps from the model's per-layer buffers (conditional and, for CFG,
-    unconditional states side by side)."""
+    """Incremental steps from the model's state (``start`` / ``step``): conditional and,
+    for CFG, unconditional states side by side."""
 
     def __init__(self, model, batch, length, local, global_cond, prompt, guided):
         self.model = model
@@ -349,21 +200,30 @@ class _CachedStepper:
         return params, params_uncond
 
 
-class _NaiveStepper:
-    """Recomputes the last ``receptive_field`` positions with a full pass at every step."""
+def _naive_stepper(model):
+    """The naive generator for ``model``: a pass over the last ``receptive_field`` positions
+    when the model can run one on precomputed conditioning (WaveNet's ``conditioning()`` and
+    ``run()``: the baseline of the fast-wavenet paper, O(receptive field) per step), else a
+    full pass over the whole sequence (any sample-level model, e.g. a recurrent one)."""
+    window = getattr(model, "receptive_field", None)
+    windowed = (isinstance(window, int) and window > 0 and callable(getattr(model, "conditioning", None))
+                and callable(getattr(model, "run", None)))
+    return _WindowedNaiveStepper if windowed else _FullPassNaiveStepper
+
+
+class _WindowedNaiveStepper:
+    """Recomputes the last ``receptive_field`` positions with ``model.run`` at every step."""
 
     def __init__(self, model, batch, length, local, global_cond, prompt, guided):
         self.model = model
-        self.length = length
         self.guided = guided
         self.window = model.receptive_field
-        device = next(model.parameters()).device
+        device = model_device(model)
         self.cond = model.conditioning(length, batch, local, global_cond)
         self.cond_uncond = model.conditioning(
             length, batch, local, global_cond,
             torch.ones(batch, dtype=torch.bool, device=device)) if guided else None
-        first = torch.full((batch, 1), model.silence_input(), device=device,
-                           dtype=torch.long if isinstance(model.head, Categorical) else torch.float32)
+        first = silence(model, batch, device)[:, None]
         # inputs[:, t] is the sample before position t; position t predicts sample t.
         self.inputs = first if prompt is None else torch.cat([first, prompt.to(first.dtype)], 1)
         self.time = self.inputs.shape[1] - 1
@@ -382,3 +242,38 @@ class _NaiveStepper:
         params_uncond = self._params(self.cond_uncond, inputs, start) if self.guided else None
         self.time += 1
         return params, params_uncond
+
+
+class _FullPassNaiveStepper:
+    """A full teacher-forced ``forward`` pass over the whole sequence at every step.
+
+    Inputs not known yet are silence: the model is causal, so they do not change the
+    position being predicted (and a model that is not would show here as a mismatch with
+    the cached loop).
+    """
+
+    def __init__(self, model, batch, length, local, global_cond, prompt, guided):
+        self.model = model
+        self.local = local
+        self.global_cond = global_cond
+        self.guided = guided
+        device = model_device(model)
+        # inputs[:, t] is the sample before position t; position t predicts sample t.
+        self.inputs = silence(model, batch, device)[:, None].repeat(1, length)
+        self.time = 0
+        if prompt is not None:
+            self.inputs[:, 1:prompt.shape[-1] + 1] = prompt.to(self.inputs.dtype)
+            self.time = prompt.shape[-1]
+
+    def _params(self, **kwargs):
+        return self.model(self.inputs, self.local, self.global_cond, **kwargs)[..., self.time]
+
+    def step(self, previous):
+        self.inputs[:, self.time] = previous.to(self.inputs.dtype)
+        params = self._params()
+        params_uncond = self._params(unconditional=True) if self.guided else None
+        self.time += 1
+        return params, params_uncond
+
+
+__all__ = ["FAST_CHUNK", "generate"]

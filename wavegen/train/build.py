@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from wavegen.checkpoint import BundleInfo
-from wavegen.models.registry import get_family
 from wavegen.train.recipe import Recipe
 from wavegen.train.tasks.base import Task
-from wavegen.train.tasks.likelihood import LikelihoodTask
 
 
 def build_datasets(recipe: Recipe):
@@ -46,22 +45,26 @@ def build_datasets(recipe: Recipe):
     return make_folder("train"), make_folder("validation")
 
 
-def build_task(recipe: Recipe) -> Task:
-    """The model (seeded by ``train.seed``) inside the recipe's task."""
-    torch.manual_seed(recipe.train.seed)
-    family = get_family(recipe.model["family"])
-    model = family.model_class(recipe.model_config)
-    if recipe.task == "adversarial":
-        from wavegen.models.discriminators import build_discriminators
-        from wavegen.train.tasks.adversarial import AdversarialTask
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model, freshly initialised from the global RNG."""
+    return recipe.family.model_class(recipe.model_config)
 
-        discriminators = build_discriminators(recipe.discriminators, recipe.feature_config)
-        return AdversarialTask(model, discriminators, recipe.feature_config,
-                               recipe.adversarial_config)
-    local_key = None if recipe.data.conditioning == "none" else recipe.data.conditioning
-    return LikelihoodTask(model, local_key=local_key, features=recipe.feature_config)
+
+def build_task(recipe: Recipe) -> Task:
+    """The model (seeded by ``train.seed``) inside the recipe's task, built by the task's
+    :class:`~wavegen.train.tasks.TaskSpec` (anything else the task trains, e.g. a GAN's
+    discriminators, is initialised after the model from the same seeded stream)."""
+    torch.manual_seed(recipe.train.seed)
+    return recipe.task_spec.build(recipe, build_model(recipe))
 
 
 def bundle_info(recipe: Recipe) -> BundleInfo:
+    """What the run's bundles record: family, model config, rate, features, the
+    conditioning the model is trained on (``data.conditioning``) and, for a diffusion
+    model, its process (the recipe's ``diffusion:`` section), so inference never has to
+    read the recipe back."""
+    process = recipe.task_configs.get("diffusion")
     return BundleInfo(recipe.model["family"], recipe.model_config, recipe.data.sample_rate,
-                      recipe.feature_config, extra={"recipe_name": recipe.name})
+                      recipe.feature_config, extra={"recipe_name": recipe.name},
+                      conditioning=recipe.data.conditioning,
+                      process=None if process is None else process.to_dict())

@@ -11,6 +11,11 @@ Each sample is written as ``STEM.wav`` + ``STEM.png`` (waveform, log-mel and ins
 frequency, :func:`wavegen.audio.plot.plot_analysis`) beside ``reference.wav``
 (:func:`save_listening_pair`). Models without a feature front-end (unconditional or
 MIDI-conditioned WaveNets) are plotted with :func:`plot_features` for their sample rate.
+
+A task's ``make_samples`` is then three steps: the first example's conditioning for the
+sample (:func:`conditioning_window`), the task's own way of making audio from it, and
+:func:`finish_listening`, which writes the files, adds the log-mel L1 distance to the
+reference and drops non-finite metrics, the same way for every task.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 
 from wavegen.audio.features import FeatureConfig
 from wavegen.audio.io import save_audio
+from wavegen.audio.metrics import log_mel_l1
 from wavegen.errors import ConfigError, UsageError
 
 #: The plot front-end's FFT spans about this long (a power of two of samples).
@@ -83,6 +89,16 @@ def conditioning_frames(local: torch.Tensor, num_samples: int, hop: int) -> int:
     return frames
 
 
+def conditioning_window(local: torch.Tensor, num_samples: int,
+                        hop: int) -> tuple[torch.Tensor, int]:
+    """The first example's conditioning for a ``num_samples`` sample: ``local[:1, ..., :frames]``
+    (``local`` ``[B, ..., frames]``, whole frames covering ``num_samples``) and the
+    ``frames * hop`` samples those frames drive (>= ``num_samples``; the extra is cut off after
+    generation). UsageError if ``local`` is too short."""
+    frames = conditioning_frames(local, num_samples, hop)
+    return local[:1, ..., :frames], frames * hop
+
+
 def plot_features(features: FeatureConfig | None, sample_rate: int) -> FeatureConfig:
     """The front-end the sample PNGs are drawn with: the model's own features when they are
     at ``sample_rate``, otherwise a ~64 ms Hann STFT with a mel scale up to Nyquist."""
@@ -109,3 +125,36 @@ def save_listening_pair(out_dir: str | os.PathLike, stem: str, generated: torch.
     plot = plot_features(features, sample_rate)
     if generated.shape[-1] >= plot.n_fft:
         plot_analysis(generated, plot, out / f"{stem}.png")
+
+
+def finish_listening(out_dir: str | os.PathLike, stem: str, generated: torch.Tensor,
+                     reference: torch.Tensor, sample_rate: int, metrics: dict[str, float], *,
+                     length: int | None = None, features: FeatureConfig | None = None,
+                     mel_features: FeatureConfig | None = None,
+                     mel_metric: str = "sample_log_mel_l1") -> dict[str, float]:
+    """The common end of every task's ``make_samples``.
+
+    Args:
+        out_dir, stem, sample_rate, features: as in :func:`save_listening_pair`.
+        generated, reference: ``[1, C, T]`` the example made and its reference audio.
+        metrics: the task's own metrics of the sample.
+        length: samples written (the first ``length``; all when None). The log-mel distance
+            is computed over everything passed, so a task may score a whole example and
+            let people listen to part of it.
+        mel_features: front-end of the log-mel L1 distance (None: no distance); the
+            distance is added as ``metrics[mel_metric]`` when ``generated`` and
+            ``reference`` have the same length, of at least one FFT frame.
+
+    Returns:
+        ``metrics`` (and the distance) without non-finite values: a diverged model's NaN
+        is left out of the logs rather than logged as a number.
+    """
+    window = slice(None) if length is None else slice(None, length)
+    save_listening_pair(out_dir, stem, generated[0, :, window], reference[0, :, window],
+                        sample_rate, features)
+    metrics = dict(metrics)
+    if (mel_features is not None
+            and generated.shape[-1] == reference.shape[-1] >= mel_features.n_fft):
+        metrics[mel_metric] = float(
+            log_mel_l1(reference, generated.to(reference.device), mel_features).mean())
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}

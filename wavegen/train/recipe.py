@@ -19,13 +19,22 @@ A recipe maps onto dataclasses, and anything they do not know is an error naming
     train:            # TrainConfig
       steps: 2000
       ...
+    diffusion:        # sections of the recipe's task (wavegen.train.tasks): e.g.
+      ...             # discriminators + adversarial (GANs), diffusion, vq
+
+``task`` defaults to the model family's own task (wavenet: likelihood, hifigan and melgan:
+adversarial). Every other top-level key must be a section of a registered task, and only the
+sections of the recipe's own task may appear; each is parsed by its task into a typed value
+(:meth:`Recipe.section`).
 
 ``--set key.sub=value`` overrides any entry before validation (values are parsed as YAML,
 so ``--set train.steps=100 --set model.upsample_factors=[4,4]`` are typed).
 
 Validation builds nothing: the model's and the discriminators' sizes are estimated and
 checked against :mod:`wavegen.models.size`'s limits, so an absurd recipe fails at once with
-one line naming the file and the key, before any data is prepared.
+one line naming the file and the key, before any data is prepared. Rates, hops and channel
+counts are checked against the model config's contract
+(:class:`~wavegen.models.protocols.ModelConfigContract`), then the task adds its own checks.
 """
 
 from __future__ import annotations
@@ -38,15 +47,16 @@ from typing import Any
 import yaml
 
 from wavegen.audio.features import FeatureConfig, get_preset
-from wavegen.errors import ConfigError
+from wavegen.errors import ConfigError, UsageError
+from wavegen.models.protocols import contract_of
 from wavegen.models.registry import get_family
 from wavegen.models.size import check_config_size
 from wavegen.train.config import TrainConfig
-from wavegen.utils.config import from_dict, to_dict
+from wavegen.train.tasks import get_task, section_owners
+from wavegen.train.tasks.registry import CONDITIONINGS, RECIPE_KEYS, TaskSpec
+from wavegen.utils.config import coerce, from_dict, to_dict
 
 DATA_KINDS = ("tones", "maestro", "audio_folder")
-CONDITIONINGS = ("none", "mel", "roll")
-TASKS = ("likelihood", "adversarial")
 #: Most audio samples in one optimiser step (batch_size x crop_samples): 2^31 (8 GiB of
 #: float32 audio before any activation; also the int32 index limit of many GPU kernels).
 MAX_STEP_SAMPLES = 2 ** 31
@@ -104,23 +114,39 @@ class DataConfig:
 
 @dataclass
 class Recipe:
-    """A whole recipe (see the module docstring)."""
+    """A whole recipe (see the module docstring).
+
+    After validation it also holds ``family`` (the :class:`~wavegen.models.registry.Family`),
+    ``model_config``, ``feature_config``, ``task_spec`` (the
+    :class:`~wavegen.train.tasks.TaskSpec`) and ``task_configs`` (every section of the
+    task, parsed; defaults for those the recipe leaves out). ``task`` is resolved to the
+    family's task when the recipe names none.
+
+    Attributes:
+        sections: the task sections as given (section name -> mapping);
+            :func:`recipe_from_dict` collects them from the recipe's top-level keys.
+    """
 
     name: str = "unnamed"
-    task: str = "likelihood"
+    task: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
     features: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    discriminators: dict[str, Any] = field(default_factory=dict)
-    adversarial: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if "family" not in self.model:
             raise ConfigError("model.family is required (e.g. wavenet)")
         family = get_family(self.model["family"])
+        self.family = family
+        if self.task is None:
+            self.task = family.task
+        spec = get_task(self.task)
+        self.task_spec = spec
+        if spec.kinds and family.kind not in spec.kinds:
+            raise ConfigError(f"task {spec.name} trains {' or '.join(spec.kinds)} models, but "
+                              f"family {family.name} is {family.kind}")
         params = {k: v for k, v in self.model.items() if k != "family"}
         preset = params.pop("preset", None)
         if preset is not None:
@@ -131,28 +157,59 @@ class Recipe:
         self.model_config = family.config_class.from_dict(params, "model")
         check_config_size(self.model_config, "model")
         self.feature_config = resolve_features(self.features)
-        self.adversarial_config = None
-        if self.task == "adversarial":
-            from wavegen.models.discriminators import check_discriminators
-            from wavegen.train.tasks.adversarial import AdversarialConfig
-            if not self.discriminators:
-                raise ConfigError("task adversarial needs a discriminators section")
-            self.adversarial_config = AdversarialConfig.from_dict(dict(self.adversarial))
-        elif self.discriminators or self.adversarial:
-            raise ConfigError("discriminators/adversarial sections need task: adversarial")
+        self.task_configs = parse_sections(spec, self.sections)
         check_consistency(self)
-        if self.task == "adversarial":
-            check_discriminators(self.discriminators, self.feature_config)
+        if spec.check is not None:
+            spec.check(self)
+
+    def section(self, name: str) -> Any:
+        """The parsed section ``name`` of the recipe's task (UsageError if it has none)."""
+        if name not in self.task_configs:
+            raise UsageError(f"task {self.task} has no recipe section {name!r}")
+        return self.task_configs[name]
+
+    @property
+    def discriminators(self) -> dict[str, Any]:
+        """The ``discriminators:`` section of an adversarial recipe ({} for other tasks)."""
+        return self.task_configs.get("discriminators", {})
+
+    @property
+    def adversarial_config(self):
+        """The parsed ``adversarial:`` section (an AdversarialConfig; None for other tasks)."""
+        return self.task_configs.get("adversarial")
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values that :func:`recipe_from_dict` reads back to an equal recipe."""
         out = {"name": self.name, "task": self.task,
                "model": {"family": self.model["family"], **self.model_config.to_dict()},
                "features": None if self.feature_config is None else self.feature_config.to_dict(),
                "data": to_dict(self.data), "train": to_dict(self.train)}
-        if self.task == "adversarial":
-            out["discriminators"] = self.discriminators
-            out["adversarial"] = self.adversarial_config.to_dict()
+        for section in self.task_spec.sections:
+            out[section.name] = section.dump(self.task_configs[section.name])
         return out
+
+
+def parse_sections(spec: TaskSpec, sections: dict[str, Any]) -> dict[str, Any]:
+    """Every section of task ``spec`` parsed from ``sections`` (name -> mapping; a missing
+    or empty one parses from ``{}``). A section of another task, an unknown one, or a
+    required one left out is a ConfigError."""
+    owners = section_owners()
+    for name in sections:
+        if spec.section(name) is not None:
+            continue
+        if name in owners:
+            tasks = ", ".join(owners[name])
+            raise ConfigError(f"the {name} section belongs to task {tasks}, but this recipe's "
+                              f"task is {spec.name}")
+        raise ConfigError(f"{name!r} is not a section of any task")
+    parsed = {}
+    for section in spec.sections:
+        raw = sections.get(section.name)
+        if raw is None and section.required:
+            raise ConfigError(f"task {spec.name} needs a {section.name} section")
+        raw = {} if raw is None else coerce(raw, dict, f"recipe.{section.name}")
+        parsed[section.name] = section.parse(dict(raw), section.name)
+    return parsed
 
 
 def resolve_features(spec: Any) -> FeatureConfig | None:
@@ -172,32 +229,40 @@ def resolve_features(spec: Any) -> FeatureConfig | None:
 
 
 def check_consistency(recipe: Recipe) -> None:
-    """Cross-section checks: rates, hops and channel counts must agree."""
-    model, data, features = recipe.model_config, recipe.data, recipe.feature_config
-    if getattr(model, "sample_rate", data.sample_rate) != data.sample_rate:
-        raise ConfigError(f"model.sample_rate ({model.sample_rate}) != data.sample_rate ({data.sample_rate})")
+    """Cross-section checks: rates, hops and channel counts must agree.
+
+    The model side comes from its config's contract (conditioning channels, hop, rate);
+    the task's accepted conditionings are checked here, its own checks after.
+    """
+    data, features, spec = recipe.data, recipe.feature_config, recipe.task_spec
+    contract = contract_of(recipe.model_config)
+    if contract.sample_rate is not None and contract.sample_rate != data.sample_rate:
+        raise ConfigError(f"model.sample_rate ({contract.sample_rate}) != data.sample_rate "
+                          f"({data.sample_rate})")
     if features is not None and features.sample_rate != data.sample_rate:
         raise ConfigError(f"features are for {features.sample_rate} Hz but data.sample_rate is "
                           f"{data.sample_rate}")
-    # Sample-level models take the mel as local conditioning; vocoders as their input.
-    local = getattr(model, "local_channels", getattr(model, "num_mels", 0))
-    if recipe.task == "adversarial" and data.conditioning != "mel":
-        raise ConfigError("task adversarial trains mel -> waveform vocoders: set data.conditioning: mel")
+    if spec.conditionings and data.conditioning not in spec.conditionings:
+        raise ConfigError(f"task {spec.name} trains on data.conditioning "
+                          f"{' or '.join(spec.conditionings)}: set data.conditioning: "
+                          f"{spec.conditionings[0]} (got {data.conditioning})")
+    local, model_hop = contract.conditioning_channels, contract.hop_length
     if data.conditioning == "none" and local:
-        raise ConfigError("model.local_channels > 0 but data.conditioning is none")
+        raise ConfigError(f"the model takes {local} conditioning channels but "
+                          f"data.conditioning is none")
     if data.conditioning == "mel":
         if features is None:
             raise ConfigError("data.conditioning mel needs a features section")
-        if local != features.n_mels or model.hop_length != features.hop_length:
+        if local != features.n_mels or model_hop != features.hop_length:
             raise ConfigError(f"mel conditioning: the model's mel channels/hop_length ({local}/"
-                              f"{model.hop_length}) must equal features n_mels/hop_length "
+                              f"{model_hop or 0}) must equal features n_mels/hop_length "
                               f"({features.n_mels}/{features.hop_length})")
     if data.conditioning == "roll":
         from wavegen.data.midi import PianoRollConfig
         channels = PianoRollConfig(data.sample_rate, data.hop_length).num_channels
-        if local != channels or model.hop_length != data.hop_length:
-            raise ConfigError(f"roll conditioning: model.local_channels/hop_length ({local}/"
-                              f"{model.hop_length}) must equal the piano roll's "
+        if local != channels or model_hop != data.hop_length:
+            raise ConfigError(f"roll conditioning: the model's channels/hop_length ({local}/"
+                              f"{model_hop or 0}) must equal the piano roll's "
                               f"{channels}/{data.hop_length}")
     hop = features.hop_length if data.conditioning == "mel" else data.hop_length
     if data.conditioning != "none" and data.crop_samples % hop:
@@ -265,5 +330,23 @@ def _as_mapping(raw: Any) -> dict[str, Any]:
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    """Validate a recipe given as plain values (unknown keys and wrong types are errors)."""
-    return from_dict(Recipe, _as_mapping(raw), "recipe")
+    """Validate a recipe given as plain values (unknown keys and wrong types are errors).
+
+    Top-level keys other than the :class:`Recipe` fields are task sections: a key no
+    registered task owns is an unknown key, and a section that is not a mapping is refused
+    before anything else is checked.
+    """
+    raw = _as_mapping(raw)
+    owners = section_owners()
+    fields = [key for key in RECIPE_KEYS if key != "sections"]
+    unknown = sorted(key for key in raw if key not in fields and key not in owners)
+    if unknown:
+        raise ConfigError(f"recipe: unknown key(s) {', '.join(map(str, unknown))} (known: "
+                          f"{', '.join(fields)}; task sections: {', '.join(sorted(owners))})")
+    sections = {}
+    for key in owners:
+        if key in raw:
+            value = raw[key]
+            sections[key] = None if value is None else coerce(value, dict, f"recipe.{key}")
+    plain = {key: value for key, value in raw.items() if key not in owners}
+    return from_dict(Recipe, {**plain, "sections": sections}, "recipe")

@@ -138,3 +138,16 @@ def _type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "null"
     return getattr(annotation, "__name__", str(annotation))
+
+
+class DictConfig:
+    """Mixin for a dataclass config: ``to_dict()`` to plain values and ``from_dict()`` back,
+    with unknown keys and wrong types as ConfigErrors naming the key (what a model family's
+    config class needs for bundles and recipes)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | None = None):
+        return from_dict(cls, data, where or cls.__name__)

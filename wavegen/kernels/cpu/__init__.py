@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, Session, WaveNetWeights,
-                                  head_kind, prime_layer_inputs)
+from wavegen.kernels.base import (Backend, ConditioningStream, WaveNetSession, WaveNetWeights,
+                                  head_kind, prime_layer_inputs, wavenet_support)
 from wavegen.native import CLibrary, NativeUnavailable, cache_dir, find_compiler
 
 SOURCE = Path(__file__).with_name("wavenet_step.c")
@@ -179,7 +179,7 @@ def _pointer(t: torch.Tensor | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- session
-class CPUSession(Session):
+class CPUSession(WaveNetSession):
     """Ring buffers of every layer for ``batch`` items, advanced by the C step.
 
     ``threads`` (default ``torch.get_num_threads()``) bounds the threads a call uses; each
@@ -296,7 +296,10 @@ class CPUBackend(Backend):
             return None
         return "no C compiler found (set CC or install gcc or clang)"
 
-    def unsupported(self, model, options):
+    def supports(self, model):
+        reason = wavenet_support(model, self.name)
+        if reason is not None:
+            return reason
         kind = head_kind(model)
         if kind == "gaussian":
             return "the Gaussian head is not implemented by the cpu kernel"

@@ -74,13 +74,14 @@ session start) writes slot ``(s + len - 1) % len``, the layout
 Numerics and the draw
 ---------------------
 float32 accumulation (``fmaf``), ``tanhf``/``expf`` activations (no fast math). The draw
-follows ``sampling._Draw`` and :mod:`wavegen.nn.distributions` operation by operation,
-with explicitly rounded intrinsics where torch rounds twice, dividing by the temperature as
-torch does on CUDA (multiplication by the float reciprocal). Sums (log-softmax, cumulative
-sum) are reduced in a different order than torch's, so a draw can differ from the reference
-only where a uniform lies within rounding error of a class or bin boundary. With bf16/fp16
-weights the folded ``F_l`` is rounded to the storage dtype once, and activations stay in
-float32 (the bf16 reference rounds every intermediate), hence the looser tolerance.
+follows :class:`wavegen.sampling.Draw` and :mod:`wavegen.nn.distributions` operation by
+operation, with explicitly rounded intrinsics where torch rounds twice, dividing by the
+temperature as torch does on CUDA (multiplication by the float reciprocal). Sums
+(log-softmax, cumulative sum) are reduced in a different order than torch's, so a draw can
+differ from the reference only where a uniform lies within rounding error of a class or bin
+boundary. With bf16/fp16 weights the folded ``F_l`` is rounded to the storage dtype once,
+and activations stay in float32 (the bf16 reference rounds every intermediate), hence the
+looser tolerance.
 
 What was verified where
 -----------------------
@@ -116,8 +117,8 @@ from pathlib import Path
 import torch
 
 from wavegen.errors import KernelUnavailableError, UsageError
-from wavegen.kernels.base import (Backend, ConditioningStream, Session, WaveNetWeights, head_kind,
-                                  prime_layer_inputs)
+from wavegen.kernels.base import (Backend, ConditioningStream, WaveNetSession, WaveNetWeights,
+                                  head_kind, prime_layer_inputs, wavenet_support)
 
 HERE = Path(__file__).resolve().parent
 KERNEL_SOURCE = HERE / "wavenet_persistent.cu"
@@ -360,7 +361,7 @@ class DeviceEngine:
 
 
 # --------------------------------------------------------------------------- session
-class CUDASession(Session):
+class CUDASession(WaveNetSession):
     """Sampling state on the device; each :meth:`generate` chunk is one kernel launch."""
 
     def __init__(self, model, batch, length, local, global_cond, prompt, engine=None,
@@ -528,7 +529,10 @@ class CUDABackend(Backend):
             return _build_error
         return None
 
-    def unsupported(self, model, options) -> str | None:
+    def supports(self, model) -> str | None:
+        reason = wavenet_support(model, self.name)
+        if reason is not None:
+            return reason
         kind = head_kind(model)
         if kind == "gaussian":
             return "the Gaussian head is not implemented by the cuda kernel"

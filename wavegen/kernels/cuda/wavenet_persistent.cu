@@ -18,7 +18,7 @@
  * libraries.
  *
  * Numerics: matrix products accumulate in float32 (fmaf) whatever the weight storage type
- * (float, bf16 or fp16); the draw follows wavegen.nn.distributions / sampling._Draw
+ * (float, bf16 or fp16); the draw follows wavegen.nn.distributions / sampling.Draw
  * operation by operation with explicitly rounded intrinsics (__fmul_rn, __fadd_rn, ...) so
  * that no multiply-add is contracted where torch rounds twice, and divides by the
  * temperature as torch does on CUDA (multiplication by the float reciprocal).

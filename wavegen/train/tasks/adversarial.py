@@ -22,7 +22,6 @@ and ``"mel"`` ``[B, n_mels, T // hop]``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ from wavegen.audio.metrics import log_mel_l1, multi_resolution_stft_distance
 from wavegen.errors import ConfigError, UsageError
 from wavegen.nn.adversarial import (check_adversarial_loss, discriminator_loss,
                                     feature_matching_loss, generator_adversarial_loss)
-from wavegen.train.listening import conditioning_frames, sample_length, save_listening_pair
+from wavegen.models.protocols import FEED_FORWARD
+from wavegen.train.listening import conditioning_window, finish_listening, sample_length
 from wavegen.train.tasks.base import Objective, Phase, Task
+from wavegen.train.tasks.registry import Section, TaskSpec
 from wavegen.utils.config import from_dict, to_dict
 
 
@@ -236,10 +237,39 @@ class AdversarialTask(Task):
         """Vocode ``seconds`` of the batch's first example: ``generated.wav`` +
         ``generated.png`` and ``reference.wav`` (see :mod:`wavegen.train.listening`)."""
         length = sample_length(seconds, sample_rate)
-        frames = conditioning_frames(batch["mel"], length, self.hop)
-        mel = batch["mel"][:1, :, :frames]
+        mel, _ = conditioning_window(batch["mel"], length, self.hop)
         real = _match_length(batch["audio"][:1], mel, self.hop)[..., :length]
         fake = model(mel).float().clamp(-1.0, 1.0)[..., :length]
-        save_listening_pair(out_dir, "generated", fake[0], real[0], sample_rate, self.features)
-        metrics = {"sample_mel_l1": float(log_mel_l1(real, fake, self.loss_features).mean())}
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        return finish_listening(out_dir, "generated", fake, real, sample_rate, {},
+                                features=self.features, mel_features=self.loss_features,
+                                mel_metric="sample_mel_l1")
+
+
+def _build(recipe, model: nn.Module) -> AdversarialTask:
+    from wavegen.models.discriminators import build_discriminators
+
+    discriminators = build_discriminators(recipe.section("discriminators"), recipe.feature_config)
+    return AdversarialTask(model, discriminators, recipe.feature_config,
+                           recipe.section("adversarial"))
+
+
+def _check(recipe) -> None:
+    """The discriminators exist and fit the size limits (nothing is built)."""
+    from wavegen.models.discriminators import check_discriminators
+
+    check_discriminators(recipe.section("discriminators"), recipe.feature_config)
+
+
+def _discriminators(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    # Kinds and arguments need the features: _check validates them with the whole recipe.
+    return dict(raw)
+
+
+#: Recipes: ``task: adversarial`` with a ``discriminators:`` section (kind -> arguments,
+#: :mod:`wavegen.models.discriminators`) and an optional ``adversarial:`` section
+#: (:class:`AdversarialConfig`); the recipe's data must be mel-conditioned.
+TASK_SPEC = TaskSpec(
+    "adversarial", _build,
+    sections=(Section("discriminators", _discriminators, dict, required=True),
+              Section.of("adversarial", AdversarialConfig)),
+    check=_check, kinds=(FEED_FORWARD,), conditionings=("mel",))

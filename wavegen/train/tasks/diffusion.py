@@ -10,19 +10,19 @@ conditioning dropout, default sampler) comes from the
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from wavegen.audio.metrics import log_mel_l1
 from wavegen.diffusion.guidance import classifier_free_guidance
 from wavegen.diffusion.process import DiffusionProcess
 from wavegen.diffusion.schedules import T_MIN
-from wavegen.train.listening import conditioning_frames, sample_length, save_listening_pair
+from wavegen.models.protocols import NOISE_DRIVEN
+from wavegen.train.listening import conditioning_window, finish_listening, sample_length
 from wavegen.train.tasks.base import Objective, Task
-from wavegen.train.tasks.likelihood import conditioning_of
+from wavegen.train.tasks.likelihood import conditioning_of, local_key_of
+from wavegen.train.tasks.registry import Section, TaskSpec
 
 #: Validation averages the loss over this many fixed times (a midpoint rule on U(T_MIN, 1)).
 VALIDATION_TIMES = 8
@@ -113,9 +113,7 @@ class DiffusionTask(Task):
         if local is not None:
             # The batch pairs T samples with `frames` frames; generate whole frames.
             hop = max(1, audio.shape[-1] // local.shape[-1])
-            frames = conditioning_frames(local, length, hop)
-            generated = frames * hop
-            local = local[:1, ..., :frames]
+            local, generated = conditioning_window(local, length, hop)
         denoise = _denoiser(model, local)
         if local is not None and self.process.guidance_scale != 1:
             denoise = classifier_free_guidance(denoise, _denoiser(model, torch.zeros_like(local)),
@@ -123,11 +121,20 @@ class DiffusionTask(Task):
         generator = torch.Generator().manual_seed(VALIDATION_SEED)
         result = self.process.sample(denoise, (1, 1, generated), generator=generator,
                                      device=audio.device).clamp(-1, 1)[..., :length]
-        reference = audio[..., :length]
-        save_listening_pair(out_dir, "sample", result[0], reference[0], sample_rate, self.features)
-        metrics = {"sample_rms": float(result.pow(2).mean().sqrt())}
-        if (self.features is not None and local is not None
-                and local.shape[-2] == self.features.n_mels
-                and reference.shape[-1] == length >= self.features.n_fft):
-            metrics["sample_log_mel_l1"] = float(log_mel_l1(reference, result, self.features).mean())
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        mel_conditioned = (self.features is not None and local is not None
+                           and local.shape[-2] == self.features.n_mels)
+        return finish_listening(out_dir, "sample", result, audio[..., :length], sample_rate,
+                                {"sample_rms": float(result.pow(2).mean().sqrt())},
+                                features=self.features,
+                                mel_features=self.features if mel_conditioned else None)
+
+
+def _build(recipe, model: nn.Module) -> DiffusionTask:
+    return DiffusionTask(model, recipe.section("diffusion"),
+                         local_key=local_key_of(recipe), features=recipe.feature_config)
+
+
+#: Recipes: ``task: diffusion`` with an optional ``diffusion:`` section, the fields of
+#: :class:`~wavegen.diffusion.process.DiffusionProcess` (``schedule:`` nested).
+TASK_SPEC = TaskSpec("diffusion", _build, sections=(Section.of("diffusion", DiffusionProcess),),
+                     kinds=(NOISE_DRIVEN,))

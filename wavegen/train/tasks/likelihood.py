@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from wavegen.audio.metrics import log_mel_l1, nats_to_bits
-from wavegen.train.listening import conditioning_frames, sample_length, save_listening_pair
+from wavegen.audio.metrics import nats_to_bits
+from wavegen.errors import ConfigError
+from wavegen.models.protocols import NOISE_DRIVEN, SAMPLE_LEVEL
+from wavegen.train.listening import conditioning_window, finish_listening, sample_length
 from wavegen.train.tasks.base import Objective, Task
+from wavegen.train.tasks.registry import TaskSpec
 
 
 def conditioning_of(batch: dict[str, torch.Tensor], key: str | None):
@@ -76,21 +78,36 @@ class LikelihoodTask(Task):
         generated = length
         local = conditioning_of(batch, self.local_key)
         if local is not None:
-            hop = model.config.hop_length
-            frames = conditioning_frames(local, length, hop)
-            local = local[:1, :, :frames]
-            generated = frames * hop
+            local, generated = conditioning_window(local, length, model.config.hop_length)
         global_cond = conditioning_of(batch, self.global_key)
         global_cond = None if global_cond is None else global_cond[:1]
         result = generate(model, generated, local=local, global_cond=global_cond,
                           options=SamplingOptions(seed=0))
-        sample = result.audio[:1, :, :length]
-        reference = batch["audio"][:1, :, :length]
-        save_listening_pair(out_dir, "sample", sample[0], reference[0], sample_rate, self.features)
         metrics = {"sample_nll": float(result.mean_nll.mean()),
                    "sample_entropy": float(result.mean_entropy.mean())}
-        if (local is not None and self.features is not None
-                and reference.shape[-1] == length >= self.features.n_fft):
-            metrics["sample_log_mel_l1"] = float(
-                log_mel_l1(reference, sample.to(reference.device), self.features).mean())
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        return finish_listening(out_dir, "sample", result.audio[:1, :, :length],
+                                batch["audio"][:1, :, :length], sample_rate, metrics,
+                                features=self.features,
+                                mel_features=None if local is None else self.features)
+
+
+def local_key_of(recipe) -> str | None:
+    """The batch key of a recipe's local conditioning (``"mel"``, ``"roll"``) or None."""
+    return None if recipe.data.conditioning == "none" else recipe.data.conditioning
+
+
+def _build(recipe, model: nn.Module) -> LikelihoodTask:
+    return LikelihoodTask(model, local_key=local_key_of(recipe), features=recipe.feature_config)
+
+
+def _check(recipe) -> None:
+    # A noise-driven family may be a flow (trained by its exact likelihood) or a diffusion
+    # denoiser (which has no likelihood to train on).
+    model_class = recipe.family.model_class
+    if isinstance(model_class, type) and not callable(getattr(model_class, "loss", None)):
+        raise ConfigError(f"task likelihood needs a model with loss(audio, local, global_cond); "
+                          f"family {recipe.family.name} has none")
+
+
+#: Recipes: ``task: likelihood`` (no section of its own).
+TASK_SPEC = TaskSpec("likelihood", _build, check=_check, kinds=(SAMPLE_LEVEL, NOISE_DRIVEN))

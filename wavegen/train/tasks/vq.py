@@ -17,20 +17,68 @@ optimiser; note that with gradient accumulation each micro-batch makes one EMA u
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from wavegen.audio.losses import PWG_RESOLUTIONS, MultiResolutionSTFTLoss
-from wavegen.audio.metrics import log_mel_l1, multi_resolution_stft_distance, snr_db
+from wavegen.audio.losses import PWG_RESOLUTIONS, MultiResolutionSTFTLoss, stft_loss_config
+from wavegen.audio.metrics import multi_resolution_stft_distance, snr_db
 from wavegen.errors import ConfigError, UsageError
-from wavegen.train.listening import sample_length, save_listening_pair
+from wavegen.models.protocols import DISCRETE_AUTOENCODER
+from wavegen.train.listening import finish_listening, sample_length
 from wavegen.train.tasks.base import Objective, Task
+from wavegen.train.tasks.registry import Section, TaskSpec
+from wavegen.utils.config import from_dict, to_dict
 
 RECONSTRUCTION_LOSSES = ("l2", "l1")
+
+
+@dataclass
+class VQConfig:
+    """The ``vq:`` section of a recipe: the loss of :class:`VQTask`.
+
+    Attributes:
+        spectral_weight: weight of the multi-resolution STFT loss (0 = off).
+        reconstruction: ``"l2"`` (mean squared error, Jukebox) or ``"l1"``.
+        resolutions: ``(fft_size, hop, win)`` triples of the STFT loss and of the validation
+            MR-STFT distance (Parallel WaveGAN's three by default); crops must be longer
+            than half the largest ``fft_size``.
+    """
+
+    spectral_weight: float = 1.0
+    reconstruction: str = "l2"
+    resolutions: tuple[tuple[int, int, int], ...] = PWG_RESOLUTIONS
+
+    def __post_init__(self) -> None:
+        if self.reconstruction not in RECONSTRUCTION_LOSSES:
+            raise ConfigError(f"vq.reconstruction must be one of {RECONSTRUCTION_LOSSES}, "
+                              f"got {self.reconstruction!r}")
+        if not self.spectral_weight >= 0:
+            raise ConfigError(f"vq.spectral_weight must be >= 0, got {self.spectral_weight}")
+        self.resolutions = tuple(tuple(int(v) for v in r) for r in self.resolutions)
+        if not self.resolutions or any(len(r) != 3 for r in self.resolutions):
+            raise ConfigError("vq.resolutions must be a non-empty list of (fft_size, hop, win)")
+        for index, resolution in enumerate(self.resolutions):
+            try:
+                stft_loss_config(*resolution)
+            except ConfigError as exc:
+                raise ConfigError(f"vq.resolutions[{index}] {list(resolution)}: {exc}") from None
+
+    @property
+    def longest_fft(self) -> int:
+        return max(r[0] for r in self.resolutions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "vq") -> "VQConfig":
+        """From plain values; unknown keys and wrong types are ConfigErrors naming the key."""
+        return from_dict(cls, data, where)
+
 
 
 def _autoencode(model: nn.Module, audio: torch.Tensor):
@@ -99,17 +147,15 @@ class VQTask(Task):
 
     def __init__(self, model: nn.Module, features=None, spectral_weight: float = 1.0,
                  reconstruction: str = "l2", resolutions: Sequence[Sequence[int]] | None = None):
-        if reconstruction not in RECONSTRUCTION_LOSSES:
-            raise ConfigError(f"reconstruction must be one of {RECONSTRUCTION_LOSSES}, "
-                              f"got {reconstruction!r}")
-        if not spectral_weight >= 0:
-            raise ConfigError(f"spectral_weight must be >= 0, got {spectral_weight}")
+        self.config = VQConfig(float(spectral_weight), reconstruction,
+                               tuple(resolutions or PWG_RESOLUTIONS))
         if not callable(getattr(model, "autoencode", None)):
             raise ConfigError(f"{type(model).__name__} has no autoencode(); VQTask needs one")
         self.model = model
         self.features = features
-        self.resolutions = tuple(tuple(int(v) for v in r) for r in (resolutions or PWG_RESOLUTIONS))
-        self.objective = _VQLoss(model, reconstruction, float(spectral_weight), self.resolutions)
+        self.resolutions = self.config.resolutions
+        self.objective = _VQLoss(model, reconstruction, self.config.spectral_weight,
+                                 self.resolutions)
         self.validation_key = "loss"
 
     def objectives(self) -> dict[str, Objective]:
@@ -142,11 +188,29 @@ class VQTask(Task):
             raise UsageError(f"the batch's audio has {audio.shape[-1]} samples; a "
                              f"{length}-sample reconstruction needs that many")
         estimate, _ = self._evaluate(model, audio)
-        save_listening_pair(out_dir, "reconstruction", estimate[0, :, :length],
-                            audio[0, :, :length], sample_rate, self.features)
         metrics = {"sample_snr_db": float(snr_db(audio, estimate)[0]),
                    "sample_mr_stft": float(multi_resolution_stft_distance(
                        audio, estimate, self.resolutions).total[0])}
-        if self.features is not None and audio.shape[-1] >= self.features.n_fft:
-            metrics["sample_log_mel_l1"] = float(log_mel_l1(audio, estimate, self.features)[0])
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        return finish_listening(out_dir, "reconstruction", estimate, audio, sample_rate, metrics,
+                                length=length, features=self.features,
+                                mel_features=self.features)
+
+
+def _build(recipe, model: nn.Module) -> VQTask:
+    config: VQConfig = recipe.section("vq")
+    return VQTask(model, features=recipe.feature_config, spectral_weight=config.spectral_weight,
+                  reconstruction=config.reconstruction, resolutions=config.resolutions)
+
+
+def _check(recipe) -> None:
+    longest = recipe.section("vq").longest_fft
+    if recipe.data.crop_samples <= longest // 2:
+        raise ConfigError(f"data.crop_samples ({recipe.data.crop_samples}) must be longer than "
+                          f"half the largest vq.resolutions FFT size ({longest}): the STFT "
+                          f"loss pads each side by that much")
+
+
+#: Recipes: ``task: vq`` with an optional ``vq:`` section (:class:`VQConfig`); the model
+#: autoencodes unconditioned audio.
+TASK_SPEC = TaskSpec("vq", _build, sections=(Section.of("vq", VQConfig),), check=_check,
+                     kinds=(DISCRETE_AUTOENCODER,), conditionings=("none",))

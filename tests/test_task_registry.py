@@ -1,0 +1,405 @@
+"""The task registry: recipes own task sections, and diffusion / VQ train from recipes.
+
+The diffusion and VQ-VAE families of wavegen come in later issues; here two tiny families
+defined only in this module (a non-causal conv denoiser of kind noise_driven, a strided conv
+VQ autoencoder of kind discrete_autoencoder) are registered at run time and trained through
+``wavegen train`` end to end: checkpoints, exact resume, the best bundle loading back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+from torch import nn
+
+from wavegen.checkpoint import load_bundle
+from wavegen.cli import main
+from wavegen.diffusion.process import DiffusionProcess
+from wavegen.errors import ConfigError, UsageError
+from wavegen.models.protocols import (DISCRETE_AUTOENCODER, NOISE_DRIVEN, DenoiserModel,
+                                      DiscreteAutoencoder, conforms)
+from wavegen.models.registry import Family, register_family, unregister_family
+from wavegen.models.size import SizeEstimate, check_config_size, conv, layer
+from wavegen.nn.vector_quantizer import VectorQuantizer
+from wavegen.train.build import build_task
+from wavegen.train.recipe import Recipe, load_recipe, recipe_from_dict
+from wavegen.train.tasks import (TASKS, Section, TaskSpec, get_task, register_task,
+                                 unregister_task)
+from wavegen.train.tasks.diffusion import DiffusionTask
+from wavegen.train.tasks.likelihood import LikelihoodTask
+from wavegen.train.tasks.registry import RECIPE_KEYS
+from wavegen.train.tasks.vq import VQConfig, VQTask
+from wavegen.utils.config import DictConfig, from_dict, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_WAVENET = ROOT / "recipes" / "wavenet-tones-tiny.yaml"
+DENOISER, VQ_AE = "test-denoiser", "test-vq"
+
+
+# --------------------------------------------------------------------------- test families
+@dataclass
+class DenoiserConfig(DictConfig):
+    """A tiny non-causal denoiser; ``n_mels`` > 0 conditions it on a log-mel."""
+
+    channels: int = 16
+    n_mels: int = 0
+    hop_length: int = 64
+    sample_rate: int = 8000
+
+    @property
+    def conditioning_channels(self) -> int:
+        return self.n_mels
+
+    def estimate_size(self) -> SizeEstimate:
+        c = self.channels
+        size = (conv(1, c, 3) + layer(16 * c, c) + layer(c * c, c) + 3 * conv(c, c, 3)
+                + conv(c, 1, 3))
+        return size + (conv(self.n_mels, c, 1) if self.n_mels else SizeEstimate())
+
+
+
+class TinyDenoiser(nn.Module):
+    """``x_t [B, 1, T]``, ``t [B]``, mel ``[B, n_mels, T / hop]`` -> ``[B, 1, T]``: dilated
+    non-causal convs, ``t`` through a sinusoidal embedding, each mel frame repeated ``hop``
+    times."""
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        check_config_size(config, "tiny denoiser")
+        self.config = config
+        c = config.channels
+        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), 8)),
+                             persistent=False)
+        self.inp = nn.Conv1d(1, c, 3, padding=1)
+        self.time = nn.Sequential(nn.Linear(16, c), nn.SiLU(), nn.Linear(c, c))
+        self.cond = nn.Conv1d(config.n_mels, c, 1) if config.n_mels else None
+        self.body = nn.ModuleList(nn.Conv1d(c, c, 3, padding=d, dilation=d) for d in (1, 2, 4))
+        self.out = nn.Conv1d(c, 1, 3, padding=1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor,
+                local: torch.Tensor | None = None) -> torch.Tensor:
+        angles = t[:, None].to(self.freqs.dtype) * self.freqs
+        h = self.inp(x_t) + self.time(torch.cat([angles.sin(), angles.cos()], 1))[:, :, None]
+        if local is not None:
+            h = h + self.cond(local).repeat_interleave(self.config.hop_length, -1)
+        for layer_ in self.body:
+            h = h + layer_(F.silu(h))
+        return self.out(F.silu(h))
+
+
+@dataclass
+class AutoencoderConfig:
+    """A tiny one-level VQ autoencoder (8x down in time), unconditional."""
+
+    channels: int = 16
+    codebook_size: int = 32
+    dim: int = 8
+    sample_rate: int = 8000
+
+    @property
+    def conditioning_channels(self) -> int:
+        return 0
+
+    @property
+    def hop_length(self) -> int | None:
+        return None
+
+    def estimate_size(self) -> SizeEstimate:
+        c, d = self.channels, self.dim
+        encoder = conv(1, c, 4) + 2 * conv(c, c, 4) + conv(c, d, 1)
+        decoder = conv(d, c, 3) + 2 * conv(c, c, 4) + conv(c, 1, 4)  # transposed: same counts
+        return encoder + decoder  # the codebook is EMA buffers, not parameters
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any],
+                  where: str = "AutoencoderConfig") -> "AutoencoderConfig":
+        return from_dict(cls, data, where)
+
+
+class TinyVQAutoencoder(nn.Module):
+    """Strided convs (8x down) -> VQ -> transposed convs; codes ``[B, T / 8]``."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        check_config_size(config, "tiny VQ autoencoder")
+        self.config = config
+        c = config.channels
+        self.encoder = nn.Sequential(
+            nn.Conv1d(1, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(c, config.dim, 1))
+        self.quantizer = VectorQuantizer(config.codebook_size, config.dim)
+        self.decoder = nn.Sequential(
+            nn.Conv1d(config.dim, c, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose1d(c, 1, 4, stride=2, padding=1))
+
+    @property
+    def num_levels(self) -> int:
+        return 1
+
+    def _check_level(self, level: int) -> None:
+        if level != 0:
+            raise UsageError(f"this autoencoder has one level, got level {level}")
+
+    def autoencode(self, audio: torch.Tensor):
+        out = self.quantizer(self.encoder(audio))
+        return self.decoder(out.quantized), [out]
+
+    def encode(self, audio: torch.Tensor, level: int = 0) -> torch.Tensor:
+        self._check_level(level)
+        return self.quantizer.encode(self.encoder(audio))
+
+    def decode(self, codes: torch.Tensor, level: int = 0) -> torch.Tensor:
+        self._check_level(level)
+        return self.decoder(self.quantizer.decode(codes))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_families():
+    """Both families registered for this module only."""
+    families = [register_family(Family(DENOISER, DenoiserConfig, TinyDenoiser, NOISE_DRIVEN,
+                                       task="diffusion")),
+                register_family(Family(VQ_AE, AutoencoderConfig, TinyVQAutoencoder,
+                                       DISCRETE_AUTOENCODER, task="vq"))]
+    yield families
+    for family in families:
+        unregister_family(family.name)
+
+
+@pytest.fixture
+def one_thread():
+    """The tensors are tiny: a second OpenMP thread only adds spin-waiting on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- recipes
+FEATURES = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "win_length": 256,
+            "n_mels": 16, "fmax": 4000.0}
+TRAIN = {"steps": 4, "batch_size": 4, "lr": 0.01, "log_every": 2, "val_every": 2,
+         "val_batches": 1, "checkpoint_every": 2, "keep_last": 4, "sample_seconds": 0.064,
+         "device": "cpu"}
+
+
+def diffusion_recipe() -> dict[str, Any]:
+    """Mel-conditioned denoiser on tones; no ``task:`` (the family's own, diffusion)."""
+    return {"name": "tiny-diffusion",
+            "model": {"family": DENOISER, "channels": 16, "n_mels": 16, "hop_length": 64},
+            "features": dict(FEATURES),
+            "data": {"kind": "tones", "sample_rate": 8000, "crop_samples": 512, "size": 32,
+                     "validation_size": 4, "conditioning": "mel"},
+            "diffusion": {"schedule": {"kind": "linear"}, "cond_dropout": 0.1,
+                          "sampler_steps": 4},
+            "train": dict(TRAIN)}
+
+
+def vq_recipe() -> dict[str, Any]:
+    return {"name": "tiny-vq", "task": "vq",
+            "model": {"family": VQ_AE, "channels": 16, "codebook_size": 32, "dim": 8},
+            "features": dict(FEATURES),
+            "data": {"kind": "tones", "sample_rate": 8000, "crop_samples": 512, "size": 32,
+                     "validation_size": 4},
+            "vq": {"spectral_weight": 0.5, "reconstruction": "l1",
+                   "resolutions": [[256, 64, 256], [128, 32, 128]]},
+            "train": {**TRAIN, "lr": 0.003}}
+
+
+def without(recipe: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in recipe.items() if k != key}
+
+
+def write(tmp_path: Path, recipe: dict[str, Any]) -> Path:
+    path = tmp_path / f"{recipe['name']}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def train(path: Path, out: Path, *extra: str) -> None:
+    assert main(["train", str(path), "--out", str(out), "--no-progress", *extra]) == 0
+
+
+def weights(out: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / f"step-{step:07d}" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("make", [diffusion_recipe, vq_recipe], ids=["diffusion", "vq"])
+def test_task_trains_from_a_recipe_resumes_exactly_and_its_bundle_loads(make, tmp_path,
+                                                                        one_thread):
+    recipe = make()
+    path = write(tmp_path, recipe)
+    parsed = load_recipe(path)
+    family = parsed.family
+    assert parsed.task == family.task and isinstance(parsed.model_config, family.config_class)
+
+    train(path, tmp_path / "straight")
+    train(path, tmp_path / "split", "--set", "train.steps=2")
+    train(path, tmp_path / "split", "--resume")
+    straight, split = weights(tmp_path / "straight", 4), weights(tmp_path / "split", 4)
+    assert straight.keys() == split.keys() and straight
+    for key in straight:
+        assert torch.equal(straight[key], split[key]), key
+    assert weights(tmp_path / "straight", 2).keys() == straight.keys()
+    assert any(not torch.equal(weights(tmp_path / "straight", 2)[k], straight[k])
+               for k in straight)  # it trained between the checkpoints
+
+    # The run folder's recipe.yaml holds every section of the task and reads back equal.
+    stored = load_recipe(tmp_path / "straight" / "recipe.yaml")
+    assert stored.to_dict() == parsed.to_dict()
+    section = {"diffusion": "diffusion", "vq": "vq"}[parsed.task]
+    assert stored.to_dict()[section] == parsed.section(section).to_dict()
+
+    model, info = load_bundle(tmp_path / "straight" / "checkpoints" / "best")
+    assert info.family == family.name and isinstance(model, family.model_class)
+    assert model.config == parsed.model_config and conforms(model, family.kind)
+    samples = tmp_path / "straight" / "samples" / "step-0000004"
+    stem = {"diffusion": "sample", "vq": "reconstruction"}[parsed.task]
+    assert all((samples / name).is_file() for name in (f"{stem}.wav", f"{stem}.png",
+                                                       "reference.wav"))
+    audio = torch.randn(2, 1, 512).clamp(-1, 1)
+    with torch.no_grad():
+        if family.kind == NOISE_DRIVEN:
+            assert isinstance(model, DenoiserModel)
+            out = model(audio, torch.full((2,), 0.5), torch.zeros(2, 16, 8))
+            assert out.shape == audio.shape and torch.isfinite(out).all()
+        else:
+            assert isinstance(model, DiscreteAutoencoder) and model.num_levels == 1
+            codes = model.encode(audio)
+            assert codes.shape == (2, 64) and codes.dtype == torch.int64
+            assert model.decode(codes).shape == audio.shape
+
+
+# --------------------------------------------------------------------------- recipe sections
+def test_a_recipe_naming_an_unknown_task_lists_the_known_ones(tmp_path, capsys):
+    path = write(tmp_path, {**diffusion_recipe(), "task": "flowmatch"})
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown task 'flowmatch'; known: " in err
+    known = err.split("known: ", 1)[1]
+    assert all(name in known for name in ("adversarial", "diffusion", "likelihood", "vq"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_section_of_another_task_is_refused():
+    with pytest.raises(ConfigError, match="the diffusion section belongs to task diffusion, "
+                                          "but this recipe's task is likelihood"):
+        load_recipe(TINY_WAVENET, ["diffusion.sampler_steps=4"])
+    with pytest.raises(ConfigError, match="the discriminators section belongs to task "
+                                          "adversarial, but this recipe's task is diffusion"):
+        recipe_from_dict({**diffusion_recipe(), "discriminators": {"mpd": {}}})
+    with pytest.raises(ConfigError, match=r"recipe: unknown key\(s\) difusion .*task sections: "
+                                          r"adversarial, diffusion, discriminators, vq"):
+        recipe_from_dict({**diffusion_recipe(), "difusion": {}})
+    with pytest.raises(ConfigError, match="recipe.vq must be a mapping, got list"):
+        recipe_from_dict({**vq_recipe(), "vq": [1, 2]})
+
+
+def test_sections_are_parsed_by_their_task_with_defaults_and_named_errors():
+    recipe = recipe_from_dict(without(diffusion_recipe(), "diffusion"))
+    assert recipe.section("diffusion") == DiffusionProcess()
+    assert recipe.to_dict()["diffusion"] == DiffusionProcess().to_dict()
+    assert recipe_from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
+    vq = recipe_from_dict(vq_recipe()).section("vq")
+    assert vq == VQConfig(0.5, "l1", ((256, 64, 256), (128, 32, 128)))
+    with pytest.raises(UsageError, match="task vq has no recipe section 'diffusion'"):
+        recipe_from_dict(vq_recipe()).section("diffusion")
+    with pytest.raises(ConfigError, match="diffusion: unknown key"):
+        recipe_from_dict({**diffusion_recipe(), "diffusion": {"samplr": "ddim"}})
+    with pytest.raises(ConfigError, match="diffusion.sampler_steps must be >= 1"):
+        recipe_from_dict({**diffusion_recipe(), "diffusion": {"sampler_steps": 0}})
+    with pytest.raises(ConfigError, match="vq.reconstruction must be one of"):
+        recipe_from_dict({**vq_recipe(), "vq": {"reconstruction": "l3"}})
+    with pytest.raises(ConfigError, match=r"vq.resolutions\[0\] \[256, 64, 512\]"):
+        recipe_from_dict({**vq_recipe(), "vq": {"resolutions": [[256, 64, 512]]}})
+
+
+def test_tasks_check_model_kinds_conditioning_and_their_own_limits():
+    with pytest.raises(ConfigError, match="task diffusion trains noise_driven models, but "
+                                          "family test-vq is discrete_autoencoder"):
+        recipe_from_dict({**without(vq_recipe(), "vq"), "task": "diffusion"})
+    with pytest.raises(ConfigError, match="task likelihood needs a model with loss"):
+        recipe_from_dict({**without(diffusion_recipe(), "diffusion"), "task": "likelihood"})
+    with pytest.raises(ConfigError, match="task vq trains on data.conditioning none"):
+        recipe_from_dict({**vq_recipe(), "data": {**vq_recipe()["data"], "conditioning": "mel"}})
+    with pytest.raises(ConfigError, match=r"data.crop_samples \(128\) must be longer than half "
+                                          r"the largest vq.resolutions FFT size \(256\)"):
+        recipe_from_dict({**vq_recipe(), "data": {**vq_recipe()["data"], "crop_samples": 128}})
+    # The model side of the cross-checks is the config's contract.
+    with pytest.raises(ConfigError, match=r"mel channels/hop_length \(16/32\) must equal "
+                                          r"features n_mels/hop_length \(16/64\)"):
+        recipe_from_dict({**diffusion_recipe(),
+                          "model": {**diffusion_recipe()["model"], "hop_length": 32}})
+    with pytest.raises(ConfigError, match=r"model.sample_rate \(16000\) != data.sample_rate"):
+        recipe_from_dict({**vq_recipe(), "model": {**vq_recipe()["model"], "sample_rate": 16000}})
+
+
+def test_a_task_registered_at_run_time_owns_its_section_and_builds_through_the_registry():
+    def build(recipe: Recipe, model: nn.Module) -> DiffusionTask:
+        return DiffusionTask(model, recipe.section("process"), local_key="mel")
+
+    spec = register_task(TaskSpec("diffusion_alt", build,
+                                  sections=(Section.of("process", DiffusionProcess),),
+                                  kinds=(NOISE_DRIVEN,), conditionings=("mel",)))
+    try:
+        assert get_task("diffusion_alt") is spec and TASKS["diffusion_alt"] is spec
+        recipe = recipe_from_dict({**without(diffusion_recipe(), "diffusion"),
+                                   "task": "diffusion_alt", "process": {"sampler": "heun"}})
+        task = build_task(recipe)
+        assert isinstance(task, DiffusionTask) and task.process.sampler == "heun"
+        assert isinstance(task.model, TinyDenoiser)
+        assert recipe.to_dict()["process"]["sampler"] == "heun"
+        with pytest.raises(ConfigError, match="belongs to task diffusion_alt"):
+            recipe_from_dict({**diffusion_recipe(), "process": {}})
+        with pytest.raises(UsageError, match="already registered"):
+            register_task(spec)
+        assert register_task(spec, replace=True) is spec
+    finally:
+        unregister_task("diffusion_alt")
+    with pytest.raises(ConfigError, match="unknown task 'diffusion_alt'"):
+        get_task("diffusion_alt")
+    with pytest.raises(UsageError, match="no task 'diffusion_alt' is registered"):
+        unregister_task("diffusion_alt")
+
+
+def test_task_specs_refuse_sections_they_cannot_own():
+    build = TASKS["diffusion"].build
+    with pytest.raises(ConfigError, match="'data' cannot be a recipe section"):
+        TaskSpec("odd", build, sections=(Section.of("data", DiffusionProcess),))
+    with pytest.raises(ConfigError, match="listed twice"):
+        TaskSpec("odd", build, sections=(Section.of("x", DiffusionProcess),) * 2)
+    with pytest.raises(ConfigError, match="unknown model kind 'gan'"):
+        TaskSpec("odd", build, kinds=("gan",))
+    with pytest.raises(ConfigError, match="unknown conditioning 'text'"):
+        TaskSpec("odd", build, conditionings=("text",))
+    # The keys a section may not take are exactly the Recipe's own fields.
+    assert set(RECIPE_KEYS) == {f.name for f in dataclasses.fields(Recipe)}
+
+
+def test_builtin_tasks_declare_their_sections_and_kinds():
+    sections = {name: [s.name for s in spec.sections] for name, spec in TASKS.items()}
+    assert sections["likelihood"] == [] and sections["diffusion"] == ["diffusion"]
+    assert sections["adversarial"] == ["discriminators", "adversarial"]
+    assert sections["vq"] == ["vq"]
+    assert TASKS["adversarial"].kinds == ("feed_forward",)
+    assert TASKS["adversarial"].conditionings == ("mel",)
+    # The GAN recipes keep their sections and typed config where they were.
+    gan = load_recipe(ROOT / "recipes" / "hifigan-tiny.yaml")
+    assert gan.adversarial_config is gan.section("adversarial") and gan.discriminators
+    assert isinstance(build_task(load_recipe(TINY_WAVENET)), LikelihoodTask)
+    assert isinstance(VQTask(TinyVQAutoencoder(AutoencoderConfig())).config, VQConfig)

@@ -1,0 +1,141 @@
+"""Noise-driven models: flows (WaveGlow-style) and diffusion (DiffWave / WaveGrad-style).
+
+Both turn Gaussian noise into audio under the conditioning, so both are seeded by
+``options.seed`` and need no prompt. They differ in how they are driven:
+
+* a flow provides ``infer(local [B, C, frames], sigma) -> audio [B, 1, frames * hop]`` and
+  is run once; ``options.sigma`` is the std of its latent noise (None: ``infer``'s own
+  default). Its random draws come from torch's generator, which is forked and seeded for
+  the call, so the same seed gives the same audio and the caller's RNG stream is untouched.
+* a diffusion model is a network ``model(x_t [B, 1, T], t [B], local=None) -> prediction``
+  whose bundle records its :class:`~wavegen.diffusion.process.DiffusionProcess`
+  (:attr:`BundleInfo.process`); it runs through the process's sampler, which
+  ``options.sampler`` / ``steps`` / ``eta`` override, with classifier-free guidance
+  ``options.guidance`` (default: the process's scale; the unconditional branch is the
+  network given zero conditioning, as :class:`~wavegen.train.tasks.diffusion.DiffusionTask`
+  trains it). An unconditional model continues a ``prompt`` by inpainting.
+
+:func:`noise_driven_adapter` picks one: diffusion when the bundle records a process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from wavegen.checkpoint import BundleInfo
+from wavegen.errors import CheckpointError, UsageError
+from wavegen.inference.base import Adapter, Sink, SynthesisResult, deliver, generator_for
+from wavegen.inference.conditioning import Conditioning, contract
+from wavegen.inference.options import InferenceOptions
+from wavegen.models.protocols import NOISE_DRIVEN
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FlowAdapter(Adapter):
+    """One call of a flow's ``infer(local, sigma)``, seeded."""
+
+    kind = NOISE_DRIVEN
+    uses = frozenset({"sigma"})
+
+    def run(self, conditioning: Conditioning, options: InferenceOptions,
+            sink: Sink | None = None) -> SynthesisResult:
+        if conditioning.local is None:
+            raise UsageError(f"{self.name}: a flow needs its conditioning "
+                             f"({self.input.describe()})")
+        device = self.device()
+        local = conditioning.local.to(device, torch.float32)
+        kwargs = {} if options.sigma is None else {"sigma": options.sigma}
+        devices = [device] if device.type == "cuda" else []
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            if options.seed is None:
+                torch.seed()
+            else:
+                torch.manual_seed(options.seed)
+            audio = self.model.infer(local, **kwargs).float()
+        _synchronize(device)
+        seconds = time.perf_counter() - start
+        return deliver(audio.clamp(-1.0, 1.0).cpu(), self.output, seconds, sink)
+
+
+class DiffusionAdapter(Adapter):
+    """The bundle's diffusion process sampling the network (see the module docstring)."""
+
+    kind = NOISE_DRIVEN
+    uses = frozenset({"sampler", "steps", "eta", "guidance"})
+
+    def __init__(self, model: nn.Module, info: BundleInfo):
+        super().__init__(model, info)
+        from wavegen.diffusion.process import DiffusionProcess
+
+        if info.process is None:
+            raise CheckpointError(f"{self.name}: a diffusion bundle without a 'process'")
+        self.process = DiffusionProcess.from_dict(dict(info.process), "process")
+
+    def _denoiser(self, local: torch.Tensor | None):
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.model(x_t, t, local=local)
+        return denoise
+
+    def run(self, conditioning: Conditioning, options: InferenceOptions,
+            sink: Sink | None = None) -> SynthesisResult:
+        from wavegen.diffusion.guidance import classifier_free_guidance
+
+        device = self.device()
+        local = conditioning.local
+        known = mask = None
+        if local is not None:
+            local = local.to(device, torch.float32)
+            _, hop, _ = contract(self.info.model_config)
+            length, skip = local.shape[-1] * hop, 0
+            batch = local.shape[0]
+        else:
+            length, skip, batch = conditioning.num_samples, 0, 1
+            if conditioning.prompt is not None:
+                prompt = conditioning.prompt.to(device, torch.float32)
+                skip, batch = prompt.shape[-1], prompt.shape[0]
+                known = torch.cat([prompt, prompt.new_zeros(batch, 1, length)], dim=-1)
+                mask = torch.zeros_like(known)
+                mask[..., :skip] = 1.0
+        denoise = self._denoiser(local)
+        scale = self.process.guidance_scale if options.guidance is None else options.guidance
+        if options.guidance is not None and local is None:
+            raise UsageError(f"{self.name}: guidance needs a conditioned model; this one is "
+                             f"unconditional")
+        if local is not None and scale != 1:
+            denoise = classifier_free_guidance(denoise, self._denoiser(torch.zeros_like(local)),
+                                               scale)
+        overrides = {name: value for name, value in (("sampler", options.sampler),
+                                                     ("steps", options.steps),
+                                                     ("eta", options.eta)) if value is not None}
+        start = time.perf_counter()
+        with torch.inference_mode():
+            audio = self.process.sample(denoise, (batch, 1, skip + length),
+                                        generator=generator_for(options.seed), known=known,
+                                        mask=mask, progress=options.progress, device=device,
+                                        **overrides)
+        _synchronize(device)
+        seconds = time.perf_counter() - start
+        audio = audio[..., skip:].float().clamp(-1.0, 1.0).cpu()
+        return deliver(audio, self.output, seconds, sink)
+
+
+def noise_driven_adapter(model: nn.Module, info: BundleInfo) -> Adapter:
+    """:class:`DiffusionAdapter` when the bundle records a diffusion process, else
+    :class:`FlowAdapter` (which needs the model's ``infer``)."""
+    if info.process is not None:
+        return DiffusionAdapter(model, info)
+    if not callable(getattr(model, "infer", None)):
+        raise CheckpointError(f"{info.path or info.family}: a noise-driven model with neither a "
+                              f"diffusion process in config.json nor an infer(local, sigma) method")
+    return FlowAdapter(model, info)
+
+
+__all__ = ["FlowAdapter", "DiffusionAdapter", "noise_driven_adapter"]
