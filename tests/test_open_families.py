@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_sampling_contract import TinyGRU
-from test_task_registry import DENOISER, DenoiserConfig, TinyDenoiser, diffusion_recipe, write
+from families import DENOISER, DenoiserConfig, TinyDenoiser, TinyGRU, diffusion_recipe, write
 from wavegen.audio.signals import chord
 from wavegen.checkpoint import load_bundle
 from wavegen.cli import main

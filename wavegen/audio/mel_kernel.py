@@ -5,7 +5,7 @@
 the FFT itself (a magnitude tensor and a sparse product per block). :file:`mel_kernel.c`
 does them in one pass over each frame's spectrum, using that every mel band is a triangle
 on a contiguous run of bins, with frames split across threads. The values are those of the
-PyTorch path up to float32 summation order (``tests/test_spectral.py`` checks both against
+PyTorch path up to float32 summation order (``tests/audio/test_spectral.py`` checks both against
 ``torch.stft`` and librosa).
 
 The library is built on first use by :mod:`wavegen.native` (cached per machine). Where it

@@ -286,7 +286,7 @@ class MelSpectrogram(nn.Module):
     filterbank on blocks of frames that stay in cache, skipping the FFT bins the filterbank
     ignores (above fmax); it is about three times as fast and never holds the full complex
     spectrogram.
-    ``tests/test_spectral.py`` checks that the two agree.
+    ``tests/audio/test_spectral.py`` checks that the two agree.
     """
 
     #: Frames per block of the CPU inference path (a block's FFT input is 2 MiB at n_fft 1024).

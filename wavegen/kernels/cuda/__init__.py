@@ -92,14 +92,14 @@ Developed on a machine without a GPU (nvcc 13.0, CPU-only torch):
   also checks the barrier's inline PTX, and sm_80 PTX); the binding compiles against
   torch's headers (opt-in test, ``WAVEGEN_TEST_BINDING=1``);
 * logic: the kernel source runs on the CPU through an emulation layer (one OS thread per
-  CTA, its CUDA threads as fibers; tests/test_kernels_cuda.py) inside the real
+  CTA, its CUDA threads as fibers; tests/kernels/test_kernels_cuda.py) inside the real
   :class:`CUDASession`, against :class:`~wavegen.kernels.reference.ReferenceSession`:
   parameters to 1e-4 and identical samples for both heads, k = 2, 3, 4, one and several
   layers, conditioning across chunks, prompts, temperatures 0 / < 1 / 1, CTAs owning no
   rows, streamed weights, batch tiles, float4 and scalar staging; bf16/fp16 weights to a
   bf16/fp16 reference.
 
-Needs a GPU (the GPU tests of tests/test_kernels_cuda.py): the build through torch, the
+Needs a GPU (the GPU tests of tests/kernels/test_kernels_cuda.py): the build through torch, the
 real barrier and memory ordering, the cooperative launch and shared-memory limits, and all
 timings. Design target for the reference model on H100/H200 (batch 1 >= 48,000 samples/s,
 batch 64 >= 2,000,000 samples/s aggregate) is unmeasured.

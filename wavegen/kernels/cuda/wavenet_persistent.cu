@@ -12,7 +12,7 @@
  * wavegen/kernels/cuda/__init__.py; a test checks that they agree).
  *
  * With -DWGP_EMULATE the same source compiles as host C++ against a small emulation layer
- * (one OS thread per CUDA thread; see tests/test_kernels_cuda.py), so the kernel's logic can
+ * (one OS thread per CUDA thread; see tests/kernels/test_kernels_cuda.py), so the kernel's logic can
  * be tested on a machine without a GPU. Nothing in the kernel may therefore rely on static
  * __shared__ variables, warp-synchronous code without *_sync intrinsics, or device-only
  * libraries.

@@ -1,26 +1,24 @@
 """The task registry: recipes own task sections, and diffusion / VQ train from recipes.
 
 The diffusion and VQ-VAE families of wavegen come in later issues; here two tiny families
-defined only in this module (a non-causal conv denoiser of kind noise_driven, a strided conv
-VQ autoencoder of kind discrete_autoencoder) are registered at run time and trained through
-``wavegen train`` end to end: checkpoints, exact resume, the best bundle loading back.
+defined only in the tests (tests/families.py: a non-causal conv denoiser of kind
+noise_driven, a strided conv VQ autoencoder of kind discrete_autoencoder) are registered at
+run time and trained through ``wavegen train`` end to end: checkpoints, exact resume, the
+best bundle loading back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from families import (DENOISER, VQ_AE, AutoencoderConfig, DenoiserConfig, TinyDenoiser,
+                      TinyVQAutoencoder, diffusion_recipe, vq_recipe, without, write)
 from wavegen.checkpoint import load_bundle
 from wavegen.cli import main
 from wavegen.diffusion.process import DiffusionProcess
@@ -28,8 +26,6 @@ from wavegen.errors import ConfigError, UsageError
 from wavegen.models.protocols import (DISCRETE_AUTOENCODER, NOISE_DRIVEN, DenoiserModel,
                                       DiscreteAutoencoder, conforms)
 from wavegen.models.registry import Family, register_family, unregister_family
-from wavegen.models.size import SizeEstimate, check_config_size, conv, layer
-from wavegen.nn.vector_quantizer import VectorQuantizer
 from wavegen.train.build import build_task
 from wavegen.train.recipe import Recipe, load_recipe, recipe_from_dict
 from wavegen.train.tasks import (TASKS, Section, TaskSpec, get_task, register_task,
@@ -38,137 +34,9 @@ from wavegen.train.tasks.diffusion import DiffusionTask
 from wavegen.train.tasks.likelihood import LikelihoodTask
 from wavegen.train.tasks.registry import RECIPE_KEYS
 from wavegen.train.tasks.vq import VQConfig, VQTask
-from wavegen.utils.config import DictConfig, from_dict, to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_WAVENET = ROOT / "recipes" / "wavenet-tones-tiny.yaml"
-DENOISER, VQ_AE = "test-denoiser", "test-vq"
-
-
-# --------------------------------------------------------------------------- test families
-@dataclass
-class DenoiserConfig(DictConfig):
-    """A tiny non-causal denoiser; ``n_mels`` > 0 conditions it on a log-mel."""
-
-    channels: int = 16
-    n_mels: int = 0
-    hop_length: int = 64
-    sample_rate: int = 8000
-
-    @property
-    def conditioning_channels(self) -> int:
-        return self.n_mels
-
-    def estimate_size(self) -> SizeEstimate:
-        c = self.channels
-        size = (conv(1, c, 3) + layer(16 * c, c) + layer(c * c, c) + 3 * conv(c, c, 3)
-                + conv(c, 1, 3))
-        return size + (conv(self.n_mels, c, 1) if self.n_mels else SizeEstimate())
-
-
-
-class TinyDenoiser(nn.Module):
-    """``x_t [B, 1, T]``, ``t [B]``, mel ``[B, n_mels, T / hop]`` -> ``[B, 1, T]``: dilated
-    non-causal convs, ``t`` through a sinusoidal embedding, each mel frame repeated ``hop``
-    times."""
-
-    def __init__(self, config: DenoiserConfig):
-        super().__init__()
-        check_config_size(config, "tiny denoiser")
-        self.config = config
-        c = config.channels
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), 8)),
-                             persistent=False)
-        self.inp = nn.Conv1d(1, c, 3, padding=1)
-        self.time = nn.Sequential(nn.Linear(16, c), nn.SiLU(), nn.Linear(c, c))
-        self.cond = nn.Conv1d(config.n_mels, c, 1) if config.n_mels else None
-        self.body = nn.ModuleList(nn.Conv1d(c, c, 3, padding=d, dilation=d) for d in (1, 2, 4))
-        self.out = nn.Conv1d(c, 1, 3, padding=1)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor,
-                local: torch.Tensor | None = None) -> torch.Tensor:
-        angles = t[:, None].to(self.freqs.dtype) * self.freqs
-        h = self.inp(x_t) + self.time(torch.cat([angles.sin(), angles.cos()], 1))[:, :, None]
-        if local is not None:
-            h = h + self.cond(local).repeat_interleave(self.config.hop_length, -1)
-        for layer_ in self.body:
-            h = h + layer_(F.silu(h))
-        return self.out(F.silu(h))
-
-
-@dataclass
-class AutoencoderConfig:
-    """A tiny one-level VQ autoencoder (8x down in time), unconditional."""
-
-    channels: int = 16
-    codebook_size: int = 32
-    dim: int = 8
-    sample_rate: int = 8000
-
-    @property
-    def conditioning_channels(self) -> int:
-        return 0
-
-    @property
-    def hop_length(self) -> int | None:
-        return None
-
-    def estimate_size(self) -> SizeEstimate:
-        c, d = self.channels, self.dim
-        encoder = conv(1, c, 4) + 2 * conv(c, c, 4) + conv(c, d, 1)
-        decoder = conv(d, c, 3) + 2 * conv(c, c, 4) + conv(c, 1, 4)  # transposed: same counts
-        return encoder + decoder  # the codebook is EMA buffers, not parameters
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any],
-                  where: str = "AutoencoderConfig") -> "AutoencoderConfig":
-        return from_dict(cls, data, where)
-
-
-class TinyVQAutoencoder(nn.Module):
-    """Strided convs (8x down) -> VQ -> transposed convs; codes ``[B, T / 8]``."""
-
-    def __init__(self, config: AutoencoderConfig):
-        super().__init__()
-        check_config_size(config, "tiny VQ autoencoder")
-        self.config = config
-        c = config.channels
-        self.encoder = nn.Sequential(
-            nn.Conv1d(1, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(c, config.dim, 1))
-        self.quantizer = VectorQuantizer(config.codebook_size, config.dim)
-        self.decoder = nn.Sequential(
-            nn.Conv1d(config.dim, c, 3, padding=1), nn.ReLU(),
-            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose1d(c, 1, 4, stride=2, padding=1))
-
-    @property
-    def num_levels(self) -> int:
-        return 1
-
-    def _check_level(self, level: int) -> None:
-        if level != 0:
-            raise UsageError(f"this autoencoder has one level, got level {level}")
-
-    def autoencode(self, audio: torch.Tensor):
-        out = self.quantizer(self.encoder(audio))
-        return self.decoder(out.quantized), [out]
-
-    def encode(self, audio: torch.Tensor, level: int = 0) -> torch.Tensor:
-        self._check_level(level)
-        return self.quantizer.encode(self.encoder(audio))
-
-    def decode(self, codes: torch.Tensor, level: int = 0) -> torch.Tensor:
-        self._check_level(level)
-        return self.decoder(self.quantizer.decode(codes))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def test_families():
     """Both families registered for this module only."""
@@ -191,46 +59,6 @@ def one_thread():
 
 
 # --------------------------------------------------------------------------- recipes
-FEATURES = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "win_length": 256,
-            "n_mels": 16, "fmax": 4000.0}
-TRAIN = {"steps": 4, "batch_size": 4, "lr": 0.01, "log_every": 2, "val_every": 2,
-         "val_batches": 1, "checkpoint_every": 2, "keep_last": 4, "sample_seconds": 0.064,
-         "device": "cpu"}
-
-
-def diffusion_recipe() -> dict[str, Any]:
-    """Mel-conditioned denoiser on tones; no ``task:`` (the family's own, diffusion)."""
-    return {"name": "tiny-diffusion",
-            "model": {"family": DENOISER, "channels": 16, "n_mels": 16, "hop_length": 64},
-            "features": dict(FEATURES),
-            "data": {"kind": "tones", "sample_rate": 8000, "crop_samples": 512, "size": 32,
-                     "validation_size": 4, "conditioning": "mel"},
-            "diffusion": {"schedule": {"kind": "linear"}, "cond_dropout": 0.1,
-                          "sampler_steps": 4},
-            "train": dict(TRAIN)}
-
-
-def vq_recipe() -> dict[str, Any]:
-    return {"name": "tiny-vq", "task": "vq",
-            "model": {"family": VQ_AE, "channels": 16, "codebook_size": 32, "dim": 8},
-            "features": dict(FEATURES),
-            "data": {"kind": "tones", "sample_rate": 8000, "crop_samples": 512, "size": 32,
-                     "validation_size": 4},
-            "vq": {"spectral_weight": 0.5, "reconstruction": "l1",
-                   "resolutions": [[256, 64, 256], [128, 32, 128]]},
-            "train": {**TRAIN, "lr": 0.003}}
-
-
-def without(recipe: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in recipe.items() if k != key}
-
-
-def write(tmp_path: Path, recipe: dict[str, Any]) -> Path:
-    path = tmp_path / f"{recipe['name']}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
 def train(path: Path, out: Path, *extra: str) -> None:
     assert main(["train", str(path), "--out", str(out), "--no-progress", *extra]) == 0
 

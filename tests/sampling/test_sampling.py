@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_wavenet import HOP, conditioning_inputs, tiny
+from tiny_wavenets import HOP, conditioning_inputs, tiny
 from wavegen.errors import UsageError
 from wavegen.models.wavenet import shift_right
 from wavegen.sampling import SamplingOptions, draw_uniforms, generate

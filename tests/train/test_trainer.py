@@ -28,7 +28,7 @@ from wavegen.train.progress import PhaseClock, TrainingBar, validation_line
 from wavegen.train.recipe import load_recipe
 from wavegen.train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "wavenet-tones-tiny.yaml"
 
 

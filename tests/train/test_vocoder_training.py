@@ -9,7 +9,7 @@ than that of 32-iteration Griffin-Lim from the same log-mels.
 Not met, so opt-in (``WAVEGEN_GAN_VS_GRIFFIN_LIM=1``): after 600-6000 CPU steps the tiny
 generators reach an MR-STFT distance of 1.26-1.7 on held-out clips against Griffin-Lim's
 0.93-1.01 (docs/RESULTS.md). The reason is structural: the generator is equivariant to a
-one-frame shift (tests/test_generator_equivariance.py), so a held note comes out on the
+one-frame shift (tests/models/test_generator_equivariance.py), so a held note comes out on the
 harmonics of sample_rate / hop (measured: 97-100% of its energy there). The test stays as
 the acceptance check of the target.
 """
@@ -31,7 +31,7 @@ from wavegen.checkpoint import read_bundle_info
 from wavegen.cli import main
 from wavegen.data.maestro import read_maestro_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "hifigan-tiny.yaml"
 STEPS = int(os.environ.get("WAVEGEN_TINY_GAN_STEPS", "3000"))
 

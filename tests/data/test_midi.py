@@ -226,7 +226,7 @@ def test_empty_midi_gives_an_empty_roll():
 def test_datasets_readme_gives_the_channel_count_the_code_gives():
     """datasets/README.md states the roll's size twice and its blocks once: all must match
     PianoRollConfig, so the documentation cannot drift from the code again."""
-    text = (Path(__file__).resolve().parents[1] / "datasets" / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "datasets" / "README.md").read_text()
     config = PianoRollConfig(sample_rate=16000, hop_length=256)
     stated = [int(n) for n in re.findall(r"(\d+) channels", text)]
     assert len(stated) >= 2 and set(stated) == {config.num_channels}, stated

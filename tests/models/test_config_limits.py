@@ -33,7 +33,7 @@ from wavegen.train.config import TrainConfig
 from wavegen.train.recipe import load_recipe, recipe_from_dict
 from wavegen.utils.config import from_dict
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.Linear, nn.Embedding)
 
 

@@ -75,7 +75,7 @@ def test_fused_mel_declines_what_it_does_not_cover():
 @needs_compiler
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_fused_path_equals_the_torch_paths(name, monkeypatch):
-    """(tests/test_spectral.py compares the default path, now the fused one, with librosa.)"""
+    """(tests/audio/test_spectral.py compares the default path, now the fused one, with librosa.)"""
     c = get_preset(name)
     g = torch.Generator().manual_seed(1)
     wave = torch.randn(2, 1, 2 * c.sample_rate + 77, generator=g) * 0.1

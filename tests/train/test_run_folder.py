@@ -27,7 +27,7 @@ from wavegen.train.run_folder import RunFolder
 from wavegen.train.trainer import Trainer
 from wavegen.utils.folder_lock import FolderInUseError, FolderLock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "wavenet-tones-tiny.yaml"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 

@@ -9,7 +9,7 @@ import pytest
 from wavegen.cli import main
 from wavegen.train.recipe import load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 
 
 def test_there_are_full_and_tiny_recipes():

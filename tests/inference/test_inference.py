@@ -43,7 +43,7 @@ from wavegen.vocoder import Vocoder
 SMALL = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=64, win_length=256, n_mels=16,
                       fmax=4000.0)
 VOCODER_FEATURES = PRESETS["hifigan-22k"]
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 # --------------------------------------------------------------------------- tiny families

@@ -9,80 +9,20 @@ naive generator, and the teacher-forced diagnostics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
 
 import wavegen.kernels as kernels
+from families import gru
 from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.kernels.reference import ReferenceSession
 from wavegen.models.protocols import SAMPLE_LEVEL, SampleLevelModel, conforms
 from wavegen.models.wavenet import shift_right
-from wavegen.nn.distributions import Categorical
 from wavegen.sampling import (Draw, SamplingOptions, draw_uniforms, generate,
                               teacher_forced_diagnostics)
 from wavegen.sampling.autoregressive import _generate_fast
-
-
-@dataclass(frozen=True)
-class GRUConfig:
-    """The model config contract of an unconditional model."""
-
-    classes: int = 16
-    hidden: int = 24
-    conditioning_channels: int = 0
-    hop_length: int | None = None
-    sample_rate: int = 16000
-
-
-class TinyGRU(nn.Module):
-    """mu-law classes -> embedding -> GRU -> logits of the next class."""
-
-    receptive_field = None  # recurrent: unbounded (the loop never needs it)
-
-    def __init__(self, config: GRUConfig = GRUConfig()):
-        super().__init__()
-        self.config, self.head = config, Categorical(config.classes)
-        self.embed = nn.Embedding(config.classes, config.hidden)
-        self.gru = nn.GRU(config.hidden, config.hidden, batch_first=True)
-        self.out = nn.Linear(config.hidden, config.classes)
-
-    def silence_input(self) -> int:
-        return self.config.classes // 2
-
-    def targets_from_waveform(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head.targets_from_waveform(wave.reshape(wave.shape[0], -1))
-
-    def forward(self, inputs, local=None, global_cond=None):
-        """``[B, T]`` previous classes -> logits ``[B, K, T]``."""
-        return self.out(self.gru(self.embed(inputs))[0]).transpose(1, 2)
-
-    def loss(self, wave, local=None, global_cond=None):
-        targets = self.targets_from_waveform(wave)
-        inputs = shift_right(targets, self.silence_input())
-        return -self.head.log_prob(self(inputs), targets).mean()
-
-    def start(self, batch, length, local=None, global_cond=None, unconditional=False,
-              prompt=None):
-        h = torch.zeros(1, batch, self.config.hidden)
-        if prompt is not None and prompt.shape[-1]:
-            h = self.gru(self.embed(shift_right(prompt, self.silence_input())))[1]
-        return {"h": h}
-
-    def step(self, previous, state):
-        """``[B]`` previous class -> logits ``[B, K]``."""
-        out, state["h"] = self.gru(self.embed(previous)[:, None], state["h"])
-        return self.out(out[:, 0])
-
-
-def gru(seed: int = 0) -> TinyGRU:
-    torch.manual_seed(seed)
-    model = TinyGRU()
-    with torch.no_grad():  # peakier than the default init, so draws are not all alike
-        model.out.weight.mul_(6.0)
-    return model.eval()
 
 
 def test_the_gru_satisfies_the_sample_level_contract():

@@ -1,8 +1,8 @@
 """Sampling and vocoding outputs stay what they were: a refactor must not change a sample.
 
-``tests/data/golden_outputs.npz`` holds, for seeded, untrained models, what the code gave
-when the file was made (``python tests/test_golden_outputs.py`` writes it again, and must
-only be run when a change of output is intended and explained):
+``tests/inference/golden_outputs.npz`` holds, for seeded, untrained models, what the code
+gave when the file was made (``python tests/inference/test_golden_outputs.py`` writes it
+again, and must only be run when a change of output is intended and explained):
 
 * WaveNet (categorical, mixture of logistics, Gaussian heads; unconditional and
   mel-conditioned) sampled from fixed uniforms on the ``reference`` backend and, for the
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden_outputs.npz"
+GOLDEN = Path(__file__).resolve().parent / "golden_outputs.npz"
 
 
 def _machine() -> str:
