@@ -34,14 +34,18 @@ from wavegen.utils.config import DictConfig, from_dict, to_dict
 
 # --------------------------------------------------------------------------- sample-level
 @dataclass(frozen=True)
-class GRUConfig:
-    """The model config contract of an unconditional model."""
+class GRUConfig(DictConfig):
+    """An unconditional GRU over mu-law classes, with the model config contract."""
 
     classes: int = 16
     hidden: int = 24
     conditioning_channels: int = 0
     hop_length: int | None = None
     sample_rate: int = 16000
+
+    def estimate_size(self) -> SizeEstimate:
+        h, k = self.hidden, self.classes
+        return layer(k * h, 0) + layer(6 * h * h, 6 * h) + layer(h * k, k)
 
 
 class TinyGRU(nn.Module):

@@ -9,50 +9,26 @@ run folder, ``wavegen sample`` / ``wavegen vocode`` on that bundle with the defa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from families import DENOISER, DenoiserConfig, TinyDenoiser, TinyGRU, diffusion_recipe, write
+from families import (DENOISER, DenoiserConfig, GRUConfig, TinyDenoiser, TinyGRU,
+                      diffusion_recipe, write)
 from wavegen.audio.signals import chord
 from wavegen.checkpoint import load_bundle
 from wavegen.cli import main
 from wavegen.models.protocols import NOISE_DRIVEN, SAMPLE_LEVEL
 from wavegen.models.registry import Family, register_family, unregister_family
-from wavegen.models.size import SizeEstimate, layer
-from wavegen.utils.config import DictConfig
 
 GRU = "test-gru"
 
 
-@dataclass
-class GRUFamilyConfig(DictConfig):
-    """An unconditional GRU over mu-law classes (what :class:`TinyGRU` reads)."""
-
-    classes: int = 64
-    hidden: int = 24
-    sample_rate: int = 8000
-
-    @property
-    def conditioning_channels(self) -> int:
-        return 0
-
-    @property
-    def hop_length(self) -> int | None:
-        return None
-
-    def estimate_size(self) -> SizeEstimate:
-        h, k = self.hidden, self.classes
-        return layer(k * h, 0) + layer(6 * h * h, 6 * h) + layer(h * k, k)
-
-
-
 @pytest.fixture(scope="module", autouse=True)
 def families():
-    registered = [register_family(Family(GRU, GRUFamilyConfig, TinyGRU, SAMPLE_LEVEL)),
+    registered = [register_family(Family(GRU, GRUConfig, TinyGRU, SAMPLE_LEVEL)),
                   register_family(Family(DENOISER, DenoiserConfig, TinyDenoiser, NOISE_DRIVEN,
                                          task="diffusion"))]
     yield registered
@@ -62,7 +38,7 @@ def families():
 
 def gru_recipe() -> dict[str, Any]:
     """The GRU on tones; no ``task:`` (the family's own, likelihood)."""
-    return {"name": "tiny-gru", "model": {"family": GRU, "classes": 64, "hidden": 24},
+    return {"name": "tiny-gru", "model": {"family": GRU, "classes": 64, "hidden": 24, "sample_rate": 8000},
             "data": {"kind": "tones", "sample_rate": 8000, "crop_samples": 256, "size": 32,
                      "validation_size": 4},
             "train": {"steps": 6, "batch_size": 4, "lr": 0.01, "log_every": 3, "val_every": 3,
