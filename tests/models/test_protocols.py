@@ -194,8 +194,9 @@ def test_a_family_registered_at_run_time_saves_and_loads_through_checkpoints(
     # Once the family is gone, its bundles are refused in one line naming the family.
     assert unregister_family(NAME) is upsampler_family
     with pytest.raises(CheckpointError, match=r"config.json: unknown model family "
-                                              r"'test-upsampler'; known: hifigan, melgan"):
+                                              r"'test-upsampler'; known: ") as error:
         read_bundle_info(tmp_path / "bundle")
+    assert "test-upsampler," not in str(error.value) and "wavenet" in str(error.value)
 
 
 def test_registering_checks_the_family(upsampler_family):
@@ -227,5 +228,8 @@ def test_registering_checks_the_family(upsampler_family):
 
 
 def test_registered_names_appear_in_unknown_family_errors(upsampler_family):
-    with pytest.raises(ConfigError, match="known: hifigan, melgan, test-upsampler, wavenet"):
+    with pytest.raises(ConfigError, match="known: ") as error:
         get_family("wavegl0w")
+    known = str(error.value).split("known: ", 1)[1].split(", ")
+    assert known == sorted(known)
+    assert {"hifigan", "melgan", "test-upsampler", "wavenet"} <= set(known)

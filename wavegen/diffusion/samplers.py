@@ -1,8 +1,11 @@
 """Samplers, chosen at inference time, over any denoiser, schedule and parameterisation.
 
 A sampler integrates from ``t = 1`` (Gaussian noise of std ``schedule.prior_std``) to
-clean audio over ``steps`` times ``1 = t_N > ... > t_1 > t_0 = 0``, equally spaced or
-spaced in ``sigma / alpha`` as Karras et al. (2022) do (:func:`time_grid`). The last step
+clean audio over ``steps`` times ``1 = t_N > ... > t_1 > t_0 = 0``, equally spaced,
+spaced in ``sigma / alpha`` as Karras et al. (2022) do, aligned to DiffWave's 6-step fast
+schedule (``"diffwave_fast"``), or given explicitly as ``times`` (a few-step grid from
+:mod:`wavegen.diffusion.fast_schedules`, whose ``t_N`` may be below 1); see
+:func:`time_grid`. The last step
 always lands on clean data (``alpha = 1, sigma = 0``), which for VE schedules means going
 below ``sigma_min`` to zero, as Karras et al. do. Each step evaluates
 ``denoise(x_t [B, 1, T], t [B]) -> prediction`` and converts the prediction to
@@ -42,13 +45,19 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from wavegen.diffusion.fast_schedules import (DIFFWAVE_FAST_BETAS, check_time_grid,
+                                              diffwave_fast_times)
 from wavegen.diffusion.parameterization import check_parameterization, to_x0_eps
 from wavegen.diffusion.schedules import T_MIN, NoiseSchedule
 from wavegen.errors import ConfigError, UsageError
 
 SAMPLERS = ("ddpm", "ddim", "heun")
 DDPM_VARIANCES = ("posterior", "beta")
-SPACINGS = ("uniform", "karras")
+SPACINGS = ("uniform", "karras", "diffwave_fast")
+#: Spacings that fix the number of steps.
+FIXED_STEPS = {"diffwave_fast": len(DIFFWAVE_FAST_BETAS)}
+#: Steps of :func:`sample` (and ddpm / ddim) when neither ``steps`` nor ``times`` is given.
+DEFAULT_STEPS = 50
 #: Karras et al.'s exponent for the spacing of sigma / alpha.
 KARRAS_RHO = 7.0
 
@@ -63,8 +72,8 @@ def check_sampler(name: str) -> str:
     return name
 
 
-def time_grid(schedule: NoiseSchedule, steps: int,
-              spacing: str = "uniform") -> tuple[list[float], list[float], list[float]]:
+def time_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform",
+              times: list[float] | None = None) -> tuple[list[float], list[float], list[float]]:
     """``steps + 1`` times from 1 to 0 and their ``alpha``, ``sigma`` (float64 scalars).
 
     ``"uniform"`` spaces the times evenly. ``"karras"`` spaces ``sigma / alpha`` as Karras
@@ -73,12 +82,24 @@ def time_grid(schedule: NoiseSchedule, steps: int,
     mapped back to times through the log-SNR. Which is better depends on the schedule and
     the data (on Gaussian data, uniform times suit the VP schedules better once there are
     enough steps, because ``sigma / alpha`` spans six decades on the clipped cosine
-    schedule). Either way the final entry is ``(t, alpha, sigma) = (0, 1, 0)``.
+    schedule). ``"diffwave_fast"`` is DiffWave's 6-step fast schedule aligned to
+    ``schedule`` (:func:`~wavegen.diffusion.fast_schedules.diffwave_fast_times`; ``steps``
+    must be 6), and explicit ``times`` (strictly decreasing in [0, 1], a final 0 appended
+    if missing, ``steps + 1`` of them) replace the spacing. Either way the final entry is
+    ``(t, alpha, sigma) = (0, 1, 0)``.
     """
     if steps < 1:
         raise UsageError(f"a sampler needs steps >= 1, got {steps}")
     check_spacing(spacing)
-    if spacing == "uniform" or steps == 1:
+    if times is not None or spacing in FIXED_STEPS:
+        if times is not None:
+            grid, what = check_time_grid(times), "the given times"
+        else:
+            grid, what = diffwave_fast_times(schedule), f"spacing {spacing}"
+        if len(grid) != steps + 1:
+            raise UsageError(f"{what} make {len(grid) - 1} steps, but steps={steps} was asked")
+        times = torch.tensor(grid, dtype=torch.float64)
+    elif spacing == "uniform" or steps == 1:
         times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     else:
         ends = torch.tensor([1.0, T_MIN], dtype=torch.float64)
@@ -129,8 +150,9 @@ class _Noise:
 
 @torch.no_grad()
 def sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
-           shape: tuple[int, ...] | None = None, *, sampler: str = "ddim", steps: int = 50,
-           eta: float = 0.0, variance: str = "posterior", spacing: str = "uniform",
+           shape: tuple[int, ...] | None = None, *, sampler: str = "ddim",
+           steps: int | None = None, eta: float = 0.0, variance: str = "posterior",
+           spacing: str = "uniform", times: list[float] | None = None,
            generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
            step_noise: StepNoise | None = None, known: torch.Tensor | None = None,
            mask: torch.Tensor | None = None, progress: bool = False,
@@ -144,10 +166,13 @@ def sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
         parameterization: what ``denoise`` predicts: ``"eps"``, ``"x0"``, ``"v"``, ``"score"``.
         shape: output shape ``(B, 1, T)``; optional when ``noise`` or ``known`` gives it.
         sampler: ``"ddpm"``, ``"ddim"`` or ``"heun"``.
-        steps: number of steps (Heun makes ``2 steps - 1`` network evaluations).
+        steps: number of steps (Heun makes ``2 steps - 1`` network evaluations); None:
+            as many as ``times`` or ``spacing`` fix, else ``DEFAULT_STEPS``.
         eta: DDIM stochasticity (0 = deterministic ODE, 1 = DDPM posterior).
         variance: DDPM step variance, ``"posterior"`` (beta tilde) or ``"beta"``.
-        spacing: the times visited, ``"uniform"`` or ``"karras"`` (see :func:`time_grid`).
+        spacing: the times visited, ``"uniform"``, ``"karras"`` or ``"diffwave_fast"``
+            (see :func:`time_grid`).
+        times: an explicit grid ``[t_N, ..., t_1(, 0)]`` replacing ``spacing``.
         generator: source of all noise not given explicitly.
         noise: standard-normal initial noise ``[B, 1, T]`` (scaled by ``prior_std`` here).
         step_noise: standard normals for the stochastic steps: ``[steps, B, 1, T]`` or a
@@ -184,7 +209,10 @@ def sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
         # mask * a + (1 - mask) * b is exact where the mask is 0 or 1.
         return mask * (alpha * known + sigma * source.initial) + (1 - mask) * x
 
-    times, alphas, sigmas = time_grid(schedule, steps, spacing)
+    if steps is None:
+        steps = (len(check_time_grid(times)) - 1 if times is not None
+                 else FIXED_STEPS.get(spacing, DEFAULT_STEPS))
+    times, alphas, sigmas = time_grid(schedule, steps, spacing, times)
     batch = shape[0]
 
     def predict(x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +252,7 @@ def sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
 
 
 def ddpm_sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
-                shape: tuple[int, ...] | None = None, *, steps: int = 50,
+                shape: tuple[int, ...] | None = None, *, steps: int | None = None,
                 variance: str = "posterior", **kwargs) -> torch.Tensor:
     """Ancestral DDPM sampling; see :func:`sample` for the arguments."""
     return sample(denoise, schedule, parameterization, shape, sampler="ddpm", steps=steps,
@@ -232,7 +260,7 @@ def ddpm_sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: st
 
 
 def ddim_sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
-                shape: tuple[int, ...] | None = None, *, steps: int = 50, eta: float = 0.0,
+                shape: tuple[int, ...] | None = None, *, steps: int | None = None, eta: float = 0.0,
                 **kwargs) -> torch.Tensor:
     """DDIM sampling (``eta = 0``: deterministic); see :func:`sample` for the arguments."""
     return sample(denoise, schedule, parameterization, shape, sampler="ddim", steps=steps,
@@ -240,8 +268,12 @@ def ddim_sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: st
 
 
 def heun_sample(denoise: Denoiser, schedule: NoiseSchedule, parameterization: str,
-                shape: tuple[int, ...] | None = None, *, steps: int = 25,
+                shape: tuple[int, ...] | None = None, *, steps: int | None = None,
                 **kwargs) -> torch.Tensor:
-    """Heun's second-order probability-flow ODE sampler; see :func:`sample`."""
+    """Heun's second-order probability-flow ODE sampler; see :func:`sample` (25 steps
+    unless ``steps``, ``times`` or the spacing say otherwise)."""
+    if steps is None and kwargs.get("times") is None \
+            and kwargs.get("spacing", "uniform") not in FIXED_STEPS:
+        steps = 25
     return sample(denoise, schedule, parameterization, shape, sampler="heun", steps=steps,
                   **kwargs)

@@ -10,7 +10,8 @@ Both turn Gaussian noise into audio under the conditioning, so both are seeded b
 * a diffusion model is a network ``model(x_t [B, 1, T], t [B], local=None) -> prediction``
   whose bundle records its :class:`~wavegen.diffusion.process.DiffusionProcess`
   (:attr:`BundleInfo.process`); it runs through the process's sampler, which
-  ``options.sampler`` / ``steps`` / ``eta`` override, with classifier-free guidance
+  ``options.sampler`` / ``steps`` / ``eta`` override (``steps`` N follows the few-step grid
+  the process stores for N in ``time_grids``, if any), with classifier-free guidance
   ``options.guidance`` (default: the process's scale; the unconditional branch is the
   network given zero conditioning, as :class:`~wavegen.train.tasks.diffusion.DiffusionTask`
   trains it). An unconditional model continues a ``prompt`` by inpainting.

@@ -22,11 +22,13 @@ from typing import Any, Callable
 from torch import nn
 
 from wavegen.errors import ConfigError
+from wavegen.models.diffwave import DiffWave, DiffWaveConfig
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
-from wavegen.models.protocols import (FEED_FORWARD, SAMPLE_LEVEL, ModelConfigContract,
+from wavegen.models.protocols import (FEED_FORWARD, NOISE_DRIVEN, SAMPLE_LEVEL, ModelConfigContract,
                                       check_kind, missing_methods)
 from wavegen.models.size import check_config_size
+from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 from wavegen.utils.registry import add_entry, remove_entry
 
@@ -143,6 +145,9 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                 Family("hifigan", HiFiGANConfig, HiFiGANGenerator, FEED_FORWARD,
                        task="adversarial"),
                 Family("melgan", MelGANConfig, MelGANGenerator, FEED_FORWARD,
-                       task="adversarial")):
+                       task="adversarial"),
+                Family("diffwave", DiffWaveConfig, DiffWave, NOISE_DRIVEN, task="diffusion"),
+                Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion")):
     register_family(_family)
 del _family
+

@@ -1,0 +1,230 @@
+"""DiffWave: shapes per conditioning, receptive field, non-causality, a working denoiser under
+every parameterisation, the paper's sizes, hops, bundles and ``wavegen vocode``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from wavegen.audio.signals import chord
+from wavegen.checkpoint import BundleInfo, load_bundle, save_bundle
+from wavegen.cli import main
+from wavegen.diffusion.process import DiffusionProcess
+from wavegen.errors import ConfigError, UsageError
+from wavegen.models.diffwave import (DiffWave, DiffWaveConfig, SpectrogramUpsampler,
+                                     upsample_factors_for)
+from wavegen.models.protocols import NOISE_DRIVEN, DenoiserModel, conforms
+from wavegen.models.registry import get_family
+from wavegen.train.recipe import resolve_features
+
+TINY = dict(residual_layers=6, residual_channels=16, dilation_cycle=3, embedding_hidden=32,
+            sample_rate=16000)
+FEATURES = {"preset": "hifigan-16k", "n_fft": 256, "win_length": 256, "hop_length": 64,
+            "n_mels": 16}
+
+
+def tiny(seed: int = 0, **overrides) -> DiffWave:
+    """A tiny DiffWave with a random (not zero) output layer, so gradients reach the input."""
+    torch.manual_seed(seed)
+    model = DiffWave(DiffWaveConfig(**{**TINY, "n_mels": 16, "hop_length": 64, **overrides}))
+    nn.init.normal_(model.output_projection.weight, std=0.5)
+    return model
+
+
+def parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("conditioning, channels", [("mel", 16), ("roll", 265), ("none", 0)])
+def test_output_shape_for_each_conditioning(conditioning, channels):
+    model = tiny(conditioning=conditioning)
+    assert model.config.conditioning_channels == channels
+    assert conforms(model, NOISE_DRIVEN) and isinstance(model, DenoiserModel)
+    x = torch.randn(2, 1, 4 * 64)
+    local = torch.randn(2, channels, 4) if channels else None
+    t = torch.tensor([0.3, 0.7])
+    out = model(x, t, local=local)
+    assert out.shape == (2, 1, 256) and torch.isfinite(out).all()
+    assert not torch.allclose(out, model(x, t.flip(0), local=local))  # the time matters
+    if channels:  # the conditioning matters, and the wrong shape or its absence is refused
+        assert not torch.allclose(out, model(x, t, local=torch.zeros_like(local)))
+        with pytest.raises(UsageError, match="local conditioning must be"):
+            model(x, torch.rand(2), local=torch.randn(2, channels, 5))
+        with pytest.raises(UsageError, match="pass local"):
+            model(x, torch.rand(2))
+    else:
+        with pytest.raises(UsageError, match="unconditional"):
+            model(x, torch.rand(2), local=torch.randn(2, 16, 4))
+
+
+def test_label_conditioning_uses_a_no_label_row_when_none_is_given():
+    model = tiny(global_classes=3)
+    x, t, local = torch.randn(3, 1, 128), torch.full((3,), 0.4), torch.randn(3, 16, 2)
+    labelled = model(x, t, local, global_cond=torch.tensor([0, 1, 2]))
+    unlabelled = model(x, t, local)
+    assert labelled.shape == unlabelled.shape == (3, 1, 128)
+    assert not torch.allclose(labelled[0], unlabelled[0])
+    same = model(x, t, local, global_cond=torch.tensor([2, 2, 2]))
+    assert torch.allclose(same[2], labelled[2]) and not torch.allclose(same[0], labelled[0])
+    with pytest.raises(UsageError, match=r"labels must be in \[0, 3\)"):
+        model(x, t, local, global_cond=torch.tensor([0, 1, 3]))
+    with pytest.raises(UsageError, match="no label conditioning"):
+        tiny()(x, t, local, global_cond=torch.tensor([0, 1, 2]))
+
+
+# --------------------------------------------------------------------------- receptive field
+def test_receptive_field_measured_by_gradient_equals_the_analytic_one_and_is_non_causal():
+    model = tiny(conditioning="none")
+    dilations = [1, 2, 4, 1, 2, 4]
+    reach = sum(dilations)
+    assert model.receptive_field == 1 + 2 * reach == 29
+    x = torch.randn(1, 1, 101, requires_grad=True)
+    centre = 50
+    model(x, torch.tensor([0.3]))[0, 0, centre].backward()
+    touched = torch.nonzero(x.grad[0, 0]).flatten()
+    assert touched.min().item() == centre - reach and touched.max().item() == centre + reach
+    assert touched.numel() == model.receptive_field
+
+    # Non-causal: changing a future sample within the reach changes the output at `centre`.
+    with torch.no_grad():
+        y = x.detach().clone()
+        y[..., centre + 5] += 1.0
+        before = model(x.detach(), torch.tensor([0.3]))[0, 0, centre]
+        after = model(y, torch.tensor([0.3]))[0, 0, centre]
+    assert (after - before).abs() > 1e-6
+
+
+def test_the_paper_presets_receptive_fields():
+    assert DiffWaveConfig.preset("base").receptive_field == 1 + 2 * 3 * 1023
+    assert DiffWaveConfig.preset("unconditional").receptive_field == 1 + 2 * 3 * 4095
+
+
+# --------------------------------------------------------------------------- denoiser
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "score"])
+def test_a_few_optimisation_steps_reduce_the_diffusion_loss(parameterization, one_thread):
+    torch.manual_seed(0)
+    model = DiffWave(DiffWaveConfig(**TINY, n_mels=16, hop_length=64))  # paper init (zero out)
+    process = DiffusionProcess(parameterization=parameterization)
+    generator = torch.Generator().manual_seed(1)
+    x0 = 0.5 * torch.sin(torch.arange(512) * 2 * math.pi * 440 / 16000).expand(4, 1, 512)
+    x0 = x0 * torch.linspace(0.5, 1.0, 4)[:, None, None]
+    local = torch.randn(4, 16, 8, generator=generator)
+    t = torch.tensor([0.2, 0.4, 0.6, 0.9])
+    noise = torch.randn(x0.shape, generator=generator)
+
+    def loss() -> torch.Tensor:
+        return process.loss(lambda x_t, tt: model(x_t, tt, local=local), x0, t=t,
+                            noise=noise).loss
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = loss().item()
+    for _ in range(20):
+        optimiser.zero_grad()
+        loss().backward()
+        optimiser.step()
+    after = loss().item()
+    assert math.isfinite(after) and after < 0.7 * before, (before, after)
+
+
+# --------------------------------------------------------------------------- sizes
+@pytest.mark.parametrize("name, paper", [("base", 2.64e6), ("large", 6.91e6),
+                                         ("unconditional", 24.1e6)])
+def test_presets_match_the_papers_parameter_counts_and_estimates_are_exact(name, paper):
+    config = DiffWaveConfig.preset(name)
+    model = DiffWave(config)
+    count = parameters(model)
+    assert abs(count - paper) / paper < 0.02, count
+    assert config.estimate_size().parameters == count
+
+
+def test_estimate_is_exact_with_labels_roll_and_odd_hops():
+    for overrides in ({"global_classes": 10}, {"conditioning": "roll", "hop_length": 300},
+                      {"hop_length": 2048}, {"hop_length": 5}):
+        config = DiffWaveConfig(**{**TINY, **overrides})
+        assert config.estimate_size().parameters == parameters(DiffWave(config)), overrides
+
+
+def test_preset_overrides_and_unknown_preset():
+    config = DiffWaveConfig.preset("large", sample_rate=16000)
+    assert config.residual_channels == 128 and config.sample_rate == 16000
+    assert DiffWaveConfig.preset("unconditional").conditioning_channels == 0
+    with pytest.raises(ConfigError, match="unknown DiffWave preset 'huge'"):
+        DiffWaveConfig.preset("huge")
+
+
+# --------------------------------------------------------------------------- hops
+def test_upsampling_factors_follow_the_hop():
+    assert upsample_factors_for(256) == (16, 16)
+    assert upsample_factors_for(300) == (20, 15)
+    assert upsample_factors_for(64) == (8, 8)
+    assert upsample_factors_for(2048) == (16, 16, 8)
+    assert upsample_factors_for(1) == ()
+
+
+@pytest.mark.parametrize("hop", [300, 64, 256])
+def test_any_factorable_hop_gives_frames_times_hop_samples(hop):
+    model = tiny(hop_length=hop)
+    out = model(torch.randn(1, 1, 3 * hop), torch.tensor([0.5]), local=torch.randn(1, 16, 3))
+    assert out.shape == (1, 1, 3 * hop)
+
+
+def test_an_unfactorable_hop_is_a_one_line_config_error():
+    with pytest.raises(ConfigError) as error:
+        DiffWaveConfig(hop_length=257)
+    assert "\n" not in str(error.value) and "prime factor 257" in str(error.value)
+    with pytest.raises(ConfigError, match="must equal hop_length"):
+        DiffWaveConfig(hop_length=256, upsample_factors=(16, 8))
+
+
+def test_upsampler_equals_the_papers_padded_transposed_conv_for_even_factors():
+    torch.manual_seed(0)
+    ours = SpectrogramUpsampler((16,))
+    paper = nn.ConvTranspose2d(1, 1, (3, 32), stride=(1, 16), padding=(1, 8))
+    paper.load_state_dict(ours.stages[0].state_dict())
+    mel = torch.randn(2, 80, 7)
+    expected = torch.nn.functional.leaky_relu(paper(mel[:, None]), 0.4)[:, 0]
+    assert torch.allclose(ours(mel), expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- bundles, CLI
+def untrained_bundle(tmp_path) -> tuple[DiffWave, str]:
+    model = tiny(embedding_hidden=32).eval()
+    features = resolve_features(dict(FEATURES))
+    process = DiffusionProcess(sampler="ddim", sampler_steps=4)
+    info = BundleInfo("diffwave", model.config, 16000, features=features, conditioning="mel",
+                      process=process.to_dict())
+    return model, str(save_bundle(tmp_path / "bundle", model, info))
+
+
+def test_bundle_round_trip(tmp_path):
+    model, path = untrained_bundle(tmp_path)
+    loaded, info = load_bundle(path)
+    assert isinstance(loaded, DiffWave) and info.family == "diffwave"
+    assert info.model_config == model.config and get_family("diffwave").kind == NOISE_DRIVEN
+    x, t, local = torch.randn(2, 1, 256), torch.tensor([0.1, 0.8]), torch.randn(2, 16, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, local), model(x, t, local))
+
+
+def test_vocode_runs_on_an_untrained_tiny_bundle(tmp_path, capsys, one_thread):
+    _, path = untrained_bundle(tmp_path)
+    wav, out = tmp_path / "x.wav", tmp_path / "y.wav"
+    sf.write(wav, chord(16000, 0.25), 16000)
+    assert main(["vocode", path, "--wav", str(wav), "-o", str(out), "--steps", "3"]) == 0, \
+        capsys.readouterr().err
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and abs(audio.shape[0] - 4000) <= 64 and np.isfinite(audio).all()
