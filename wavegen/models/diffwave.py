@@ -67,7 +67,7 @@ from torch import nn
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, conv, layer
 from wavegen.nn.gated_residual import GatedResidualBlock
-from wavegen.utils.config import DictConfig, from_dict
+from wavegen.utils.config import DictConfig, from_preset
 
 CONDITIONINGS = ("mel", "roll", "none")
 #: Largest time factor of one upsampling stage (the paper's largest is 16).
@@ -240,12 +240,7 @@ class DiffWaveConfig(DictConfig):
     def preset(cls, name: str, **overrides: Any) -> "DiffWaveConfig":
         """A configuration of the paper (``"base"``, ``"large"``, ``"unconditional"``) with
         fields overridden."""
-        try:
-            base = DIFFWAVE_PRESETS[name]
-        except KeyError:
-            raise ConfigError(f"unknown DiffWave preset {name!r}; choose one of "
-                              f"{', '.join(DIFFWAVE_PRESETS)}") from None
-        return from_dict(cls, {**base.to_dict(), **overrides}, f"DiffWaveConfig preset {name!r}")
+        return from_preset(cls, DIFFWAVE_PRESETS, name, overrides, "DiffWave")
 
 
 #: The paper's models: base / large vocoders (LJSpeech, 22.05 kHz, 80 mels, hop 256;

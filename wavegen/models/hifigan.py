@@ -72,7 +72,7 @@ from wavegen.models.size import (SizeEstimate, check_arguments_size, check_confi
                                  layer)
 from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet, Pair, run_real_fake
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
-from wavegen.utils.config import from_dict, to_dict
+from wavegen.utils.config import from_dict, from_preset, to_dict
 
 LRELU_SLOPE = 0.1
 RESBLOCK_TYPES = ("1", "2")
@@ -230,12 +230,7 @@ class HiFiGANConfig:
         Changing ``hop_length`` needs matching ``upsample_rates`` / ``upsample_kernel_sizes``
         (see the module docstring); otherwise the ConfigError suggests some.
         """
-        try:
-            base = HIFIGAN_PRESETS[name]
-        except KeyError:
-            raise ConfigError(f"unknown HiFi-GAN preset {name!r}; choose one of "
-                              f"{', '.join(HIFIGAN_PRESETS)}") from None
-        return from_dict(cls, {**base.to_dict(), **overrides}, f"HiFiGANConfig preset {name!r}")
+        return from_preset(cls, HIFIGAN_PRESETS, name, overrides, "HiFi-GAN")
 
 
 #: The configurations of the paper and of jik876/hifi-gan's config_v1/v2/v3.json (22.05 kHz).

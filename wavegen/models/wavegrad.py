@@ -69,7 +69,7 @@ from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, conv
-from wavegen.utils.config import DictConfig, from_dict
+from wavegen.utils.config import DictConfig, from_dict, from_preset
 
 LRELU_SLOPE = 0.2
 #: Range of each derived upsampling factor.
@@ -217,12 +217,7 @@ class WaveGradConfig(DictConfig):
         """A named configuration (``"base"``: the paper's; ``"tiny"``: CPU tests and recipes)
         with fields overridden. Changing the hop re-derives the factors unless
         ``upsample_factors`` is passed."""
-        try:
-            base = WAVEGRAD_PRESETS[name]
-        except KeyError:
-            raise ConfigError(f"unknown WaveGrad preset {name!r}; choose one of "
-                              f"{', '.join(WAVEGRAD_PRESETS)}") from None
-        return from_dict(cls, {**base, **overrides}, f"WaveGradConfig preset {name!r}")
+        return from_preset(cls, WAVEGRAD_PRESETS, name, overrides, "WaveGrad")
 
 
 def _ublock_size(cin: int, cout: int) -> SizeEstimate:

@@ -151,3 +151,17 @@ class DictConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str | None = None):
         return from_dict(cls, data, where or cls.__name__)
+
+
+def from_preset(cls: type, presets: dict[str, Any], name: str, overrides: dict[str, Any],
+                what: str) -> Any:
+    """``cls`` built from the preset ``presets[name]`` (a ``cls`` instance or a mapping of its
+    fields) with ``overrides`` applied, type-checked like any config; an unknown name is a
+    ConfigError listing the presets (``what`` names the family, e.g. ``"HiFi-GAN"``)."""
+    try:
+        base = presets[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown {what} preset {name!r}; choose one of "
+                          f"{', '.join(presets)}") from None
+    values = base.to_dict() if hasattr(base, "to_dict") else dict(base)
+    return from_dict(cls, {**values, **overrides}, f"{cls.__name__} preset {name!r}")
