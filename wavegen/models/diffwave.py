@@ -67,6 +67,7 @@ from torch import nn
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, conv, layer
 from wavegen.nn.gated_residual import GatedResidualBlock
+from wavegen.nn.upsample import prime_factors
 from wavegen.utils.config import DictConfig, from_preset
 
 CONDITIONINGS = ("mel", "roll", "none")
@@ -76,18 +77,6 @@ MAX_STAGE_FACTOR = 32
 UPSAMPLE_SLOPE = 0.4
 #: Upsampling stages the paper uses (more only when a stage would exceed MAX_STAGE_FACTOR).
 UPSAMPLE_STAGES = 2
-
-
-def _prime_factors(n: int) -> list[int]:
-    primes, f = [], 2
-    while f * f <= n:
-        while n % f == 0:
-            primes.append(f)
-            n //= f
-        f += 1
-    if n > 1:
-        primes.append(n)
-    return primes
 
 
 def upsample_factors_for(hop_length: int) -> tuple[int, ...]:
@@ -102,7 +91,7 @@ def upsample_factors_for(hop_length: int) -> tuple[int, ...]:
         raise ConfigError(f"DiffWave: hop_length must be an int >= 1, got {hop_length!r}")
     if hop_length > 1 << 20:
         raise ConfigError(f"DiffWave: hop_length {hop_length} is over {1 << 20} samples")
-    primes = sorted(_prime_factors(hop_length), reverse=True)
+    primes = sorted(prime_factors(hop_length), reverse=True)
     if primes and primes[0] > MAX_STAGE_FACTOR:
         raise ConfigError(f"DiffWave: hop_length {hop_length} has the prime factor {primes[0]}, "
                           f"over the largest upsampling stage ({MAX_STAGE_FACTOR}); use a hop "

@@ -71,6 +71,7 @@ from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
                                  layer)
 from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet, Pair, run_real_fake
+from wavegen.nn.upsample import prime_factors
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
 from wavegen.utils.config import from_dict, from_preset, to_dict
 
@@ -92,14 +93,7 @@ def suggest_upsampling(hop_length: int, stages: int = 4) -> tuple[tuple[int, ...
                           f"got {hop_length}, {stages}")
     if hop_length > MAX_SUGGESTED_HOP:  # trial division would take minutes on a huge prime
         raise ConfigError(f"hop_length {hop_length} is over {MAX_SUGGESTED_HOP} samples")
-    primes, n, f = [], hop_length, 2
-    while f * f <= n:
-        while n % f == 0:
-            primes.append(f)
-            n //= f
-        f += 1
-    if n > 1:
-        primes.append(n)
+    primes = prime_factors(hop_length)
     bins = [1] * min(stages, max(len(primes), 1))
     for p in sorted(primes, reverse=True):
         bins[bins.index(min(bins))] *= p

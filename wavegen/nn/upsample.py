@@ -32,6 +32,19 @@ from wavegen.errors import ConfigError
 UPSAMPLE_MODES = ("transposed", "nearest")
 
 
+def prime_factors(n: int) -> list[int]:
+    """The prime factors of ``n >= 1`` in ascending order, with repetition (``12 -> [2, 2, 3]``)."""
+    primes, f = [], 2
+    while f * f <= n:
+        while n % f == 0:
+            primes.append(f)
+            n //= f
+        f += 1
+    if n > 1:
+        primes.append(n)
+    return primes
+
+
 def check_factors(factors: Sequence[int], hop_length: int) -> tuple[int, ...]:
     """Validate upsampling ``factors`` against ``hop_length``; return them as a tuple."""
     factors = tuple(int(f) for f in factors)
