@@ -501,7 +501,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     save_audio(output, result.audio[0], rate)
     seconds = result.audio.shape[-1] / rate
     line = (f"wrote {args.output}: {seconds:.2f} s at {rate} Hz in {result.seconds:.2f} s "
-            f"(real-time factor {format_ratio(result.seconds / seconds)})")
+            f"(real-time factor {format_ratio(result.seconds / seconds)}){result.nfe_text()}")
     generation = result.generation
     if generation is not None:
         line += (f"; NLL {float(generation.mean_nll.mean()):.2f} vs entropy "

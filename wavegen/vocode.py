@@ -33,11 +33,13 @@ VOCODER_KINDS = (FEED_FORWARD, NOISE_DRIVEN)
 
 @dataclass
 class VocodeReport:
-    """One finished file: output path, audio seconds, model seconds."""
+    """One finished file: output path, audio seconds, model seconds, and the network
+    evaluations of a diffusion vocoder (None for the others)."""
 
     output: Path
     audio_seconds: float
     seconds: float
+    evaluations: int | None = None
 
     @property
     def real_time_factor(self) -> float:
@@ -78,7 +80,7 @@ def vocode_file(pipeline: Pipeline, source: str | os.PathLike, output: str | os.
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with audio_writer(output, pipeline.sample_rate) as write:
         result = pipeline.run(conditioning, options, sink=lambda piece: write(piece[0]))
-    return VocodeReport(Path(output), result.audio_seconds, result.seconds)
+    return VocodeReport(Path(output), result.audio_seconds, result.seconds, result.evaluations)
 
 
 def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
@@ -124,7 +126,8 @@ def run_jobs(pipeline: Pipeline, jobs: list[tuple[Path, Path]], kind: str,
             continue
         done.append(item)
         report(f"wrote {item.output}: {item.audio_seconds:.2f} s in {item.seconds:.2f} s "
-               f"(real-time factor {format_ratio(item.real_time_factor)})")
+               f"(real-time factor {format_ratio(item.real_time_factor)})"
+               + ("" if item.evaluations is None else f"; NFE {item.evaluations}"))
     return done, failed
 
 

@@ -228,3 +228,13 @@ def test_vocode_runs_on_an_untrained_tiny_bundle(tmp_path, capsys, one_thread):
         capsys.readouterr().err
     audio, rate = sf.read(out, dtype="float32")
     assert rate == 16000 and abs(audio.shape[0] - 4000) <= 64 and np.isfinite(audio).all()
+    assert "real-time factor" in capsys.readouterr().out
+    # The report counts the network evaluations each sampler makes for 3 steps: one per step
+    # for ddpm / ddim, two for each Heun step but the last (an Euler step to sigma 0).
+    for sampler, nfe in (("ddim", 3), ("ddpm", 3), ("heun", 5)):
+        assert main(["vocode", path, "--wav", str(wav), "-o", str(tmp_path / f"{sampler}.wav"),
+                     "--steps", "3", "--sampler", sampler]) == 0
+        assert capsys.readouterr().out.splitlines()[0].endswith(f"; NFE {nfe}"), sampler
+    status = main(["sample", path, "--wav", str(wav), "-o", str(tmp_path / "s.wav"),
+                   "--steps", "4", "--sampler", "ddim"])
+    assert status == 0 and capsys.readouterr().out.rstrip().endswith("; NFE 4")

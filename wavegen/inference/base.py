@@ -40,6 +40,9 @@ class SynthesisResult:
         seconds: wall time of the model runs (reading inputs and writing files excluded).
         generation: the sample-level loop's result (typicality diagnostic) when a
             sample-level model ran, else None.
+        evaluations: network function evaluations (NFE) of the diffusion stages: calls of
+            the sampler's denoiser (with classifier-free guidance each is two network
+            passes); None when no diffusion stage ran.
     """
 
     output: torch.Tensor
@@ -47,6 +50,11 @@ class SynthesisResult:
     length: int
     seconds: float
     generation: GenerationResult | None = None
+    evaluations: int | None = None
+
+    def nfe_text(self) -> str:
+        """``"; NFE n"`` for a diffusion run, else ``""`` (for the verbs' report lines)."""
+        return "" if self.evaluations is None else f"; NFE {self.evaluations}"
 
     @property
     def audio(self) -> torch.Tensor:

@@ -116,6 +116,12 @@ class DiffusionAdapter(Adapter):
         overrides = {name: value for name, value in (("sampler", options.sampler),
                                                      ("steps", options.steps),
                                                      ("eta", options.eta)) if value is not None}
+        guided_or_plain, calls = denoise, [0]
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            return guided_or_plain(x_t, t)
+
         start = time.perf_counter()
         with torch.inference_mode():
             audio = self.process.sample(denoise, (batch, 1, skip + length),
@@ -125,7 +131,9 @@ class DiffusionAdapter(Adapter):
         _synchronize(device)
         seconds = time.perf_counter() - start
         audio = audio[..., skip:].float().clamp(-1.0, 1.0).cpu()
-        return deliver(audio, self.output, seconds, sink)
+        result = deliver(audio, self.output, seconds, sink)
+        result.evaluations = calls[0]
+        return result
 
 
 def noise_driven_adapter(model: nn.Module, info: BundleInfo) -> Adapter:

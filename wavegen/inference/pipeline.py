@@ -82,15 +82,18 @@ class Pipeline:
         ``seconds`` is the sum over the stages."""
         self.check_options(options)
         seconds = 0.0
-        generation = None
+        generation = evaluations = None
         for number, stage in enumerate(self.stages, 1):
             last = number == len(self.stages)
             result = stage.run(conditioning, options, sink if last else None)
             seconds += result.seconds
             generation = result.generation if result.generation is not None else generation
+            if result.evaluations is not None:
+                evaluations = (evaluations or 0) + result.evaluations
             if not last:
                 conditioning = Conditioning.of(stage.output, result.output)
-        return SynthesisResult(result.output, result.signal, result.length, seconds, generation)
+        return SynthesisResult(result.output, result.signal, result.length, seconds, generation,
+                               evaluations)
 
 
 def load(path: str | os.PathLike, options: InferenceOptions | None = None) -> Pipeline:
