@@ -22,3 +22,13 @@ torch.set_num_threads(2)
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny tensors: on a busy 2-core machine a second OpenMP
+    thread only adds spin-waiting around each small op (the results do not depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -54,14 +54,7 @@ def interpret(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The reference steps are tiny: on a loaded machine, waking a second thread for each
-    of their ops costs 100x the op (and made this file's runtime swing from 20 s to 80 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 def build(kernel_size, residual, skip, head, conditioning, gate=32, mixtures=10) -> WaveNet:

@@ -40,14 +40,6 @@ def parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("conditioning, channels", [("mel", 16), ("roll", 265), ("none", 0)])
 def test_output_shape_for_each_conditioning(conditioning, channels):

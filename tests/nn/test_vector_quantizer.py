@@ -304,16 +304,6 @@ def validation_values(out: Path, name: str) -> list[float]:
                 if r["kind"] == "val" and r["name"] == name]
 
 
-@pytest.fixture
-def one_thread():
-    """These tensors are tiny: a second OpenMP thread only adds spin-waiting, which on a busy
-    2-core machine makes the run ten times slower (the results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_vq_autoencoder_trains_and_resumes_with_its_codebook(tmp_path, one_thread):
     straight = vq_trainer(tmp_path / "straight", 60)
     val_set = straight.val_set

@@ -49,15 +49,6 @@ def test_families():
         unregister_family(family.name)
 
 
-@pytest.fixture
-def one_thread():
-    """The tensors are tiny: a second OpenMP thread only adds spin-waiting on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- recipes
 def train(path: Path, out: Path, *extra: str) -> None:
     assert main(["train", str(path), "--out", str(out), "--no-progress", *extra]) == 0
