@@ -11,8 +11,9 @@ again, and must only be run when a change of output is intended and explained):
   (chunked, so the chunk seams are covered too).
 
 On the machine and torch build that wrote the file the outputs must be bitwise equal. On
-another CPU (whose vector units may round a float sum differently) the drawn samples must
-still be equal and the audio equal to float32 rounding.
+another CPU (whose vector units may round a float sum differently) the drawn discrete
+samples must still be equal and the audio equal to float32 rounding (the Gaussian head's
+continuous samples, fed back for 256 steps, to 2e-4).
 """
 
 from __future__ import annotations
@@ -109,8 +110,12 @@ def test_the_same_outputs_as_before(golden, current):
     for key, value in current.items():
         expected = golden[key]
         assert value.shape == expected.shape and value.dtype == expected.dtype, key
-        if same_machine or key.endswith("/samples"):
+        if same_machine or (key.endswith("/samples") and not expected.dtype.kind == "f"):
             assert np.array_equal(value, expected), f"{key} changed"
+        elif key.startswith("wavenet_gaussian/"):
+            # Continuous samples are fed back: one ulp of a vector unit's rounding grows
+            # over the 256 steps (3e-5 measured between AVX2 and AVX-512 builds).
+            np.testing.assert_allclose(value, expected, rtol=0, atol=2e-4, err_msg=key)
         else:
             np.testing.assert_allclose(value, expected, rtol=0, atol=1e-5, err_msg=key)
 

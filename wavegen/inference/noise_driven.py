@@ -14,7 +14,10 @@ Both turn Gaussian noise into audio under the conditioning, so both are seeded b
   the process stores for N in ``time_grids``, if any), with classifier-free guidance
   ``options.guidance`` (default: the process's scale; the unconditional branch is the
   network given zero conditioning, as :class:`~wavegen.train.tasks.diffusion.DiffusionTask`
-  trains it). An unconditional model continues a ``prompt`` by inpainting.
+  trains it). An unconditional model continues a ``prompt`` by inpainting. Conditioned
+  runs go in overlapping chunks of ``options.chunk_frames`` frames with
+  ``options.overlap_frames`` of context, their noise tied to sample positions, so memory is
+  flat however long the input (:mod:`wavegen.diffusion.chunked`).
 
 :func:`noise_driven_adapter` picks one: diffusion when the bundle records a process.
 """
@@ -91,40 +94,39 @@ class DiffusionAdapter(Adapter):
 
         device = self.device()
         local = conditioning.local
-        known = mask = None
-        if local is not None:
-            local = local.to(device, torch.float32)
-            _, hop, _ = contract(self.info.model_config)
-            length, skip = local.shape[-1] * hop, 0
-            batch = local.shape[0]
-        else:
-            length, skip, batch = conditioning.num_samples, 0, 1
-            if conditioning.prompt is not None:
-                prompt = conditioning.prompt.to(device, torch.float32)
-                skip, batch = prompt.shape[-1], prompt.shape[0]
-                known = torch.cat([prompt, prompt.new_zeros(batch, 1, length)], dim=-1)
-                mask = torch.zeros_like(known)
-                mask[..., :skip] = 1.0
-        denoise = self._denoiser(local)
         scale = self.process.guidance_scale if options.guidance is None else options.guidance
         if options.guidance is not None and local is None:
             raise UsageError(f"{self.name}: guidance needs a conditioned model; this one is "
                              f"unconditional")
-        if local is not None and scale != 1:
-            denoise = classifier_free_guidance(denoise, self._denoiser(torch.zeros_like(local)),
-                                               scale)
         overrides = {name: value for name, value in (("sampler", options.sampler),
                                                      ("steps", options.steps),
                                                      ("eta", options.eta)) if value is not None}
-        guided_or_plain, calls = denoise, [0]
+        calls = [0]
 
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
-            return guided_or_plain(x_t, t)
+        def make_denoiser(window: torch.Tensor | None):
+            denoise = self._denoiser(window)
+            if window is not None and scale != 1:
+                denoise = classifier_free_guidance(
+                    denoise, self._denoiser(torch.zeros_like(window)), scale)
 
+            def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                calls[0] += 1
+                return denoise(x_t, t)
+            return counted
+
+        if local is not None:
+            return self._run_chunked(local, make_denoiser, options, overrides, calls, sink)
+        length, skip, batch = conditioning.num_samples, 0, 1
+        known = mask = None
+        if conditioning.prompt is not None:
+            prompt = conditioning.prompt.to(device, torch.float32)
+            skip, batch = prompt.shape[-1], prompt.shape[0]
+            known = torch.cat([prompt, prompt.new_zeros(batch, 1, length)], dim=-1)
+            mask = torch.zeros_like(known)
+            mask[..., :skip] = 1.0
         start = time.perf_counter()
         with torch.inference_mode():
-            audio = self.process.sample(denoise, (batch, 1, skip + length),
+            audio = self.process.sample(make_denoiser(None), (batch, 1, skip + length),
                                         generator=generator_for(options.seed), known=known,
                                         mask=mask, progress=options.progress, device=device,
                                         **overrides)
@@ -133,6 +135,37 @@ class DiffusionAdapter(Adapter):
         audio = audio[..., skip:].float().clamp(-1.0, 1.0).cpu()
         result = deliver(audio, self.output, seconds, sink)
         result.evaluations = calls[0]
+        return result
+
+    def _run_chunked(self, local: torch.Tensor, make_denoiser, options: InferenceOptions,
+                     overrides: dict, calls: list[int], sink: Sink | None) -> SynthesisResult:
+        """Conditioned sampling in overlapping chunks (:mod:`wavegen.diffusion.chunked`);
+        the NFE reported is per chunk (every sample sees that many evaluations)."""
+        from tqdm import tqdm
+
+        from wavegen.diffusion.chunked import sample_chunked
+
+        _, hop, _ = contract(self.info.model_config)
+        seed = options.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator_for(None)))
+        chunks = -(-local.shape[-1] // options.chunk_frames)
+        bar = tqdm(total=chunks, unit="chunk", desc="diffusion", leave=False,
+                   disable=not options.progress)
+
+        def sample(denoise, shape, **kwargs):
+            return self.process.sample(denoise, shape, **overrides, **kwargs)
+
+        try:
+            with torch.inference_mode():
+                audio, seconds = sample_chunked(
+                    sample, make_denoiser, local, hop, seed, chunk_frames=options.chunk_frames,
+                    overlap_frames=options.overlap_frames, sink=sink, device=self.device(),
+                    on_chunk=lambda index, total: bar.update(1))
+        finally:
+            bar.close()
+        result = SynthesisResult(audio, self.output, local.shape[-1] * hop, seconds)
+        result.evaluations = calls[0] // chunks
         return result
 
 
