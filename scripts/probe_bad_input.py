@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_tables():
     """The case tables and fixture builders of tests/test_bad_input.py."""
+    if str(ROOT / "tests") not in sys.path:  # the tables' helpers (tests/families.py)
+        sys.path.insert(0, str(ROOT / "tests"))
     spec = importlib.util.spec_from_file_location("bad_input_cases", ROOT / "tests" / "test_bad_input.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes

@@ -9,7 +9,8 @@ inference layer are open to families wavegen has never heard of:
   optionally conditioned on a log-mel;
 * :class:`TinyVQAutoencoder`: a one-level conv VQ autoencoder (trained by ``vq``);
 
-and tiny recipes for them on generated tones.
+and tiny recipes for them on generated tones; plus :func:`diffwave_bundle`, an untrained
+tiny DiffWave vocoder bundle for the verbs' tests.
 """
 
 from __future__ import annotations
@@ -261,3 +262,34 @@ def write(tmp_path: Path, recipe: dict[str, Any]) -> Path:
     path = tmp_path / f"{recipe['name']}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+# --------------------------------------------------------------------------- real families
+DIFFWAVE_TINY = dict(residual_layers=6, residual_channels=16, dilation_cycle=3,
+                     embedding_hidden=32, sample_rate=16000, n_mels=16, hop_length=64)
+DIFFWAVE_FEATURES = {"preset": "hifigan-16k", "n_fft": 256, "win_length": 256,
+                     "hop_length": 64, "n_mels": 16}
+
+
+def tiny_diffwave(seed: int = 0, **overrides):
+    """A tiny DiffWave with a random (not zero) output layer, so gradients reach the input."""
+    from wavegen.models.diffwave import DiffWave, DiffWaveConfig
+
+    torch.manual_seed(seed)
+    model = DiffWave(DiffWaveConfig(**{**DIFFWAVE_TINY, **overrides}))
+    nn.init.normal_(model.output_projection.weight, std=0.5)
+    return model
+
+
+def diffwave_bundle(folder: Path, **process: Any) -> tuple[nn.Module, str]:
+    """An untrained tiny mel DiffWave bundle (16 kHz, 16 mels, hop 64) at ``folder``."""
+    from wavegen.checkpoint import BundleInfo, save_bundle
+    from wavegen.diffusion.process import DiffusionProcess
+    from wavegen.train.recipe import resolve_features
+
+    model = tiny_diffwave().eval()
+    settings = {"sampler": "ddim", "sampler_steps": 4, **process}
+    info = BundleInfo("diffwave", model.config, 16000,
+                      features=resolve_features(dict(DIFFWAVE_FEATURES)), conditioning="mel",
+                      process=DiffusionProcess(**settings).to_dict())
+    return model, str(save_bundle(folder, model, info))

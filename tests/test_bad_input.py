@@ -3,8 +3,9 @@
 Each verb has one table of :class:`Case` rows; a new verb or a new kind of bad input is a
 new row, not a new test. A row's argv may name placeholders that the fixtures below fill:
 
-* ``{vocoder}`` / ``{mel_model}`` / ``{wavenet}``: small bundles (HiFi-GAN, mel-conditioned
-  WaveNet, unconditional WaveNet), built in memory, never trained;
+* ``{vocoder}`` / ``{mel_model}`` / ``{wavenet}`` / ``{diffwave}``: small bundles (HiFi-GAN,
+  mel-conditioned WaveNet, unconditional WaveNet, mel DiffWave), never trained;
+* ``{tone}`` / ``{silence}``: 0.3 s WAV files at 16 kHz;
 * ``{bad:NAME}``: a bad input file from :data:`BAD_FILES` (made on the fly);
 * ``{out}``: a fresh output folder that must stay empty.
 
@@ -24,6 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+from families import diffwave_bundle
 
 from wavegen.audio.features import PRESETS
 from wavegen.checkpoint import BundleInfo, save_bundle
@@ -306,8 +309,38 @@ PREPARE: list[Case] = [
          "a generated piece may last"),
 ]
 
+#: Diffusion bundles (``{diffwave}``: untrained tiny mel DiffWave, 16 mels) in vocode, sample
+#: and ``wavegen tune-steps``.
+DIFFUSION: list[Case] = [
+    Case("80-band mel for 16", ("vocode", "{diffwave}", "--mel", "{bad:wrong_bands}", "-o",
+                                "{out}/x.wav"), "does not match the features [16, frames]"),
+    Case("unknown sampler", ("vocode", "{diffwave}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                             "--sampler", "euler"), "unknown --sampler 'euler'"),
+    Case("0 steps", ("vocode", "{diffwave}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                     "--steps", "0"), "argument --steps: must be >= 1, got 0"),
+    Case("-4 steps", ("sample", "{diffwave}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                      "--steps", "-4"), "argument --steps: must be >= 0, got -4"),
+    Case("eta 2", ("vocode", "{diffwave}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                   "--eta", "2"), "eta must be in [0, 1], got 2"),
+    Case("sigma for a diffusion model", ("vocode", "{diffwave}", "--wav", "{tone}", "-o",
+                                         "{out}/x.wav", "--sigma", "0.5"), "sigma"),
+    Case("prompt for a mel model", ("sample", "{diffwave}", "--wav", "{tone}", "--prompt",
+                                    "{tone}", "-o", "{out}/x.wav"), "prompt"),
+    Case("tune a GAN vocoder", ("tune-steps", "{vocoder}", "--wav", "{tone}"),
+         "not a diffusion bundle"),
+    Case("tune on silence", ("tune-steps", "{diffwave}", "--wav", "{silence}", "--steps", "2"),
+         "the clip is silent"),
+    Case("tune 0 steps", ("tune-steps", "{diffwave}", "--wav", "{tone}", "--steps", "0"),
+         "argument --steps: must be >= 1, got 0"),
+    Case("tune past the clip", ("tune-steps", "{diffwave}", "--wav", "{tone}", "--offset", "9"),
+         "tone.wav"),
+    Case("tune without a clip", ("tune-steps", "{diffwave}", "--wav", "{out}/none.wav"),
+         "none.wav"),
+]
+
 TABLES: dict[str, list[Case]] = {"vocode": VOCODE, "sample": SAMPLE, "info": INFO,
-                                 "train": TRAIN, "import": IMPORT, "prepare": PREPARE}
+                                 "train": TRAIN, "import": IMPORT, "prepare": PREPARE,
+                                 "diffusion": DIFFUSION}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -328,11 +361,16 @@ def make_bundles(root: Path) -> dict[str, Path]:
     save_bundle(root / "mel_model", WaveNet(mel),
                 BundleInfo("wavenet", mel, 16000, MEL_FEATURES,
                            extra={"recipe": {"data": {"conditioning": "mel"}}}))
+    diffwave_bundle(root / "diffwave")
     checkpoints = root / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "latest").write_text("../../wavenet\n")
+    sf.write(root / "tone.wav", 0.3 * np.sin(np.arange(4800) * 0.1), 16000)
+    sf.write(root / "silence.wav", np.zeros(4800), 16000)
     return {"vocoder": root / "vocoder", "wavenet": root / "wavenet",
-            "mel_model": root / "mel_model", "bad_pointer": checkpoints / "latest"}
+            "mel_model": root / "mel_model", "diffwave": root / "diffwave",
+            "bad_pointer": checkpoints / "latest", "tone": root / "tone.wav",
+            "silence": root / "silence.wav"}
 
 
 def make_bad_files(root: Path) -> dict[str, Path]:

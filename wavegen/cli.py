@@ -397,6 +397,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _finite(text: str) -> float:
     """argparse type: a finite float."""
     try:
@@ -435,7 +443,8 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                              "probability P (0 < P <= 1)")
     parser.add_argument("--typical", type=_finite, default=None, metavar="TAU",
                         help="locally typical sampling with mass TAU (0 < TAU <= 1)")
-    parser.add_argument("--cfg", type=_finite, default=None, metavar="GAMMA",
+    parser.add_argument("--cfg", "--guidance", dest="cfg", type=_finite, default=None,
+                        metavar="GAMMA",
                         help="classifier-free guidance strength (1 = conditional; sample-level "
                              "and diffusion models); needs a model trained with conditioning "
                              "dropout")
@@ -457,8 +466,10 @@ def _add_noise_arguments(parser: argparse.ArgumentParser) -> None:
                              "model's)")
     parser.add_argument("--sampler", default=None,
                         help="diffusion: ddpm, ddim or heun (default: the bundle's process)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="diffusion: sampling steps (default: the bundle's process)")
+    parser.add_argument("--steps", type=_positive, default=None,
+                        help="diffusion: sampling steps (default: the bundle's process; a "
+                             "schedule stored by `wavegen tune-steps` for that many steps is "
+                             "followed)")
     parser.add_argument("--eta", type=_finite, default=None,
                         help="diffusion: DDIM stochasticity in [0, 1] (default: the "
                              "bundle's process)")
@@ -581,6 +592,55 @@ register(Command(
          "bundle or pipeline",
     add_arguments=_add_vocode_arguments,
     run=_run_vocode,
+))
+
+
+# --------------------------------------------------------------------------- tune-steps
+
+
+def _add_tune_steps_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="mel-conditioned diffusion bundle (DiffWave, WaveGrad)")
+    parser.add_argument("--wav", required=True,
+                        help="validation clip (audio the model did not train on)")
+    parser.add_argument("--steps", type=_positive, nargs="+", default=[6, 12, 25],
+                        help="step budgets to search schedules for (default: 6 12 25)")
+    parser.add_argument("--seconds", type=seconds_type(60.0, "a search uses"), default=1.0,
+                        help="seconds of the clip to use (default 1)")
+    parser.add_argument("--offset", type=_finite, default=0.0,
+                        help="where the clip starts in the file, in seconds (default 0)")
+    parser.add_argument("--metric", default="log_mel_l1", choices=("log_mel_l1", "mrstft"),
+                        help="distance to the clip that ranks the candidates")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "heun"),
+                        help="the sampler the schedules are for (default: the bundle's)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed of the search")
+    parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what was found without writing it into the bundle")
+
+
+def _run_tune_steps(args: argparse.Namespace) -> int:
+    from wavegen.tune_steps import tune_steps
+
+    report = tune_steps(args.checkpoint, args.wav, list(args.steps), seconds=args.seconds,
+                        offset=args.offset, metric=args.metric, sampler=args.sampler,
+                        seed=args.seed, use_ema=not args.raw_weights, write=not args.dry_run)
+    for result in report.results:
+        uniform = result.scores.get("power(p=1)")
+        versus = "" if uniform is None else f" (uniform grid {uniform:.4f})"
+        times = ", ".join(f"{t:.4g}" for t in result.times)
+        print(f"{result.steps} steps: {result.name} {args.metric} {result.score:.4f}{versus} "
+              f"of {len(result.scores)} candidates; times {times}")
+    where = "not written (--dry-run)" if args.dry_run else \
+        f"stored in {args.checkpoint} (--steps N now follows them)"
+    print(f"searched on {report.clip_seconds:.2f} s of {args.wav}; {where}")
+    return 0
+
+
+register(Command(
+    name="tune-steps",
+    help="search few-step sampling schedules for a diffusion bundle on a clip and store them",
+    add_arguments=_add_tune_steps_arguments,
+    run=_run_tune_steps,
 ))
 
 

@@ -11,6 +11,8 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from families import DIFFWAVE_FEATURES, DIFFWAVE_TINY, diffwave_bundle, tiny_diffwave
+
 from wavegen.audio.signals import chord
 from wavegen.checkpoint import BundleInfo, load_bundle, save_bundle
 from wavegen.cli import main
@@ -22,18 +24,12 @@ from wavegen.models.protocols import NOISE_DRIVEN, DenoiserModel, conforms
 from wavegen.models.registry import get_family
 from wavegen.train.recipe import resolve_features
 
-TINY = dict(residual_layers=6, residual_channels=16, dilation_cycle=3, embedding_hidden=32,
-            sample_rate=16000)
-FEATURES = {"preset": "hifigan-16k", "n_fft": 256, "win_length": 256, "hop_length": 64,
-            "n_mels": 16}
+TINY = DIFFWAVE_TINY
+FEATURES = DIFFWAVE_FEATURES
 
 
 def tiny(seed: int = 0, **overrides) -> DiffWave:
-    """A tiny DiffWave with a random (not zero) output layer, so gradients reach the input."""
-    torch.manual_seed(seed)
-    model = DiffWave(DiffWaveConfig(**{**TINY, "n_mels": 16, "hop_length": 64, **overrides}))
-    nn.init.normal_(model.output_projection.weight, std=0.5)
-    return model
+    return tiny_diffwave(seed, **overrides)
 
 
 def parameters(model: nn.Module) -> int:
@@ -109,7 +105,7 @@ def test_the_paper_presets_receptive_fields():
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "score"])
 def test_a_few_optimisation_steps_reduce_the_diffusion_loss(parameterization, one_thread):
     torch.manual_seed(0)
-    model = DiffWave(DiffWaveConfig(**TINY, n_mels=16, hop_length=64))  # paper init (zero out)
+    model = DiffWave(DiffWaveConfig(**TINY))  # paper init (zero out)
     process = DiffusionProcess(parameterization=parameterization)
     generator = torch.Generator().manual_seed(1)
     x0 = 0.5 * torch.sin(torch.arange(512) * 2 * math.pi * 440 / 16000).expand(4, 1, 512)
@@ -194,12 +190,7 @@ def test_upsampler_equals_the_papers_padded_transposed_conv_for_even_factors():
 
 # --------------------------------------------------------------------------- bundles, CLI
 def untrained_bundle(tmp_path) -> tuple[DiffWave, str]:
-    model = tiny(embedding_hidden=32).eval()
-    features = resolve_features(dict(FEATURES))
-    process = DiffusionProcess(sampler="ddim", sampler_steps=4)
-    info = BundleInfo("diffwave", model.config, 16000, features=features, conditioning="mel",
-                      process=process.to_dict())
-    return model, str(save_bundle(tmp_path / "bundle", model, info))
+    return diffwave_bundle(tmp_path / "bundle")
 
 
 def test_bundle_round_trip(tmp_path):
