@@ -221,3 +221,69 @@ def test_vocode_runs_on_an_untrained_tiny_bundle(tmp_path, capsys, one_thread):
     status = main(["sample", path, "--wav", str(wav), "-o", str(tmp_path / "s.wav"),
                    "--steps", "4", "--sampler", "ddim"])
     assert status == 0 and capsys.readouterr().out.rstrip().endswith("; NFE 4")
+
+
+# --------------------------------------------------------------------------- off the hop grid
+def test_a_trained_tiny_diffwave_holds_a_chord_off_the_hop_grid(one_thread):
+    """Trained on a held chord at 330 + 415 Hz (mel hop 64 at 16 kHz: the frame rate is
+    250 Hz, so a one-frame shift-equivariant generator can only hold partials at multiples of
+    250 Hz), the sampled audio's two strongest peaks sit on the chord's pitches and the
+    nearest grid lines (250, 500 Hz) stay far below them."""
+    from scipy.signal import find_peaks
+
+    from wavegen.audio.features import FeatureConfig
+    from wavegen.audio.spectral import LogMelSpectrogram
+    from wavegen.diffusion.schedules import ScheduleConfig
+
+    rate, hop, pitches = 16000, 64, (330.0, 415.0)
+    features = FeatureConfig(sample_rate=rate, n_fft=256, win_length=256, hop_length=hop,
+                             n_mels=16, fmax=8000.0)
+    log_mel = LogMelSpectrogram(features)
+
+    def held_chord(batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        t = torch.arange(length) / rate
+        phases = 2 * math.pi * torch.rand(batch, len(pitches), 1, generator=generator)
+        gain = 0.25 * (0.8 + 0.4 * torch.rand(batch, 1, 1, generator=generator))
+        tones = sum(torch.sin(2 * math.pi * f * t + phases[:, i]) for i, f in enumerate(pitches))
+        return gain * tones.unsqueeze(1)
+
+    def mel_of(audio: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return log_mel(audio[:, 0])[..., :audio.shape[-1] // hop]
+
+    torch.manual_seed(0)
+    model = DiffWave(DiffWaveConfig(residual_layers=8, residual_channels=16, dilation_cycle=8,
+                                    n_mels=16, hop_length=hop, sample_rate=rate,
+                                    embedding_hidden=32))
+    process = DiffusionProcess(schedule=ScheduleConfig(kind="linear", num_steps=50,
+                                                       beta_start=1e-4, beta_end=0.05),
+                               parameterization="eps")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    data = torch.Generator().manual_seed(1)
+    for _ in range(600):
+        x0 = held_chord(8, 1024, data)
+        mel = mel_of(x0)
+        loss = process.loss(lambda x, t: model(x, t, local=mel), x0).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    target = held_chord(1, 4096, torch.Generator().manual_seed(5))
+    mel = mel_of(target)
+    with torch.no_grad():
+        audio = process.sample(lambda x, t: model(x, t, local=mel), (1, 1, 4096),
+                               sampler="ddpm", steps=50,
+                               generator=torch.Generator().manual_seed(0))[0, 0].numpy()
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    freqs = np.fft.rfftfreq(audio.size, 1 / rate)
+    peaks, _ = find_peaks(spectrum, distance=int(30 / (rate / audio.size)))
+    strongest = sorted(freqs[peaks[np.argsort(spectrum[peaks])[::-1][:2]]])
+    for found, pitch in zip(strongest, pitches):
+        assert abs(found - pitch) <= 0.025 * pitch, (strongest, pitches)
+
+    def level(f: float) -> float:
+        return float(spectrum[np.abs(freqs - f) < 15].max())
+
+    grid = max(level(rate / hop), level(2 * rate / hop))
+    assert min(level(p) for p in pitches) > 5 * grid
+    assert 0.5 < audio.std() / float(target.std()) < 2.0
