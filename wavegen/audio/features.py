@@ -24,6 +24,9 @@ from wavegen.errors import ConfigError, FeatureMismatchError
 MEL_SCALES = ("slaney", "htk")
 LOG_KINDS = ("ln", "log10", "db", "none")
 PADDINGS = ("center", "hop_aligned", "none")
+#: The level map's fields and their neutral values (see FeatureConfig).
+LEVEL_DEFAULTS = {"level_offset": 0.0, "level_scale": 1.0, "level_floor": None,
+                  "level_ceiling": None}
 PAD_MODES = ("reflect", "constant")
 
 
@@ -54,6 +57,11 @@ class FeatureConfig:
         magnitude_eps: added to ``|X|^2`` before the square root (HiFi-GAN uses 1e-9); it
             also keeps the gradient of the magnitude finite at exact zeros.
         stft_normalized: scale the STFT by ``1 / sqrt(n_fft)`` (``torch.stft(normalized=True)``).
+        level_offset, level_scale: an affine map applied after the log,
+            ``(log + level_offset) * level_scale`` (DiffWave's ``(dB - 20 + 100) / 100``:
+            offset 80, scale 0.01); the defaults leave the log as it is.
+        level_floor, level_ceiling: clamp of the mapped level (DiffWave: 0 and 1); None
+            leaves that side open.
     """
 
     sample_rate: int = 22050
@@ -73,6 +81,10 @@ class FeatureConfig:
     pad_mode: str = "reflect"
     magnitude_eps: float = 0.0
     stft_normalized: bool = False
+    level_offset: float = 0.0
+    level_scale: float = 1.0
+    level_floor: float | None = None
+    level_ceiling: float | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +116,15 @@ class FeatureConfig:
             raise bad(f"log must be one of {LOG_KINDS}, got {self.log!r}")
         if not self.log_clamp > 0:
             raise bad(f"log_clamp must be positive, got {self.log_clamp!r}")
+        if not (math.isfinite(self.level_scale) and self.level_scale > 0):
+            raise bad(f"level_scale must be a finite number > 0, got {self.level_scale!r}")
+        if (self.level_floor is not None and self.level_ceiling is not None
+                and not self.level_floor < self.level_ceiling):
+            raise bad(f"level_floor ({self.level_floor}) must be below level_ceiling "
+                      f"({self.level_ceiling})")
+        if self.log == "none" and self.has_level_map:
+            raise bad("level_offset / level_scale / level_floor / level_ceiling need a log "
+                      "compression (log is 'none')")
         if self.padding not in PADDINGS:
             raise bad(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.pad_mode not in PAD_MODES:
@@ -143,6 +164,11 @@ class FeatureConfig:
     def frame_seconds(self) -> float:
         """Duration of one hop in seconds."""
         return self.hop_length / self.sample_rate
+
+    @property
+    def has_level_map(self) -> bool:
+        """Whether the log is followed by an affine map or a clamp (the level_* fields)."""
+        return any(getattr(self, key) != default for key, default in LEVEL_DEFAULTS.items())
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -204,7 +230,9 @@ class FeatureConfig:
 
     def fingerprint(self) -> str:
         """Short hash of the settings that matter (``name`` excluded), for cache keys."""
-        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.compare
+                   and not (f.name in LEVEL_DEFAULTS  # unchanged fingerprints without them
+                            and getattr(self, f.name) == LEVEL_DEFAULTS[f.name])}
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -215,9 +243,9 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         "sample_rate": int, "n_fft": int, "hop_length": int, "win_length": int, "n_mels": int,
         "window": str, "mel_scale": str, "log": str, "padding": str, "pad_mode": str, "name": str,
         "fmin": float, "power": float, "log_clamp": float, "magnitude_eps": float,
-        "stft_normalized": bool,
+        "stft_normalized": bool, "level_offset": float, "level_scale": float,
     }.get(key)
-    if key == "fmax":
+    if key in ("fmax", "level_floor", "level_ceiling"):
         if value is None:
             return None
         expected = float

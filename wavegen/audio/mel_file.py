@@ -176,13 +176,26 @@ def _describe(features: FeatureConfig) -> str:
 
 
 def _compress_scalar(value: float, log: str, power: float) -> float:
-    """:func:`wavegen.audio.spectral.compress` of one positive number."""
+    """:func:`wavegen.audio.spectral.compress` of one positive number (without the
+    features' level map: see :func:`_level`)."""
     if log == "ln":
         return math.log(value)
     if log == "log10":
         return math.log10(value)
     if log == "db":
         return (20.0 / power) * math.log10(value)
+    return value
+
+
+def _level(value: float, features: FeatureConfig) -> float:
+    """The features' level map (affine, then clamp) of one compressed value."""
+    if not features.has_level_map:
+        return value
+    value = (value + features.level_offset) * features.level_scale
+    if features.level_floor is not None:
+        value = max(value, features.level_floor)
+    if features.level_ceiling is not None:
+        value = min(value, features.level_ceiling)
     return value
 
 
@@ -205,7 +218,8 @@ def log_mel_range(features: FeatureConfig) -> tuple[float, float]:
     if features.log == "none":
         return 0.0, loudest
     floor = _compress_scalar(features.log_clamp, features.log, features.power)
-    return floor, _compress_scalar(max(loudest, features.log_clamp), features.log, features.power)
+    ceiling = _compress_scalar(max(loudest, features.log_clamp), features.log, features.power)
+    return _level(floor, features), _level(ceiling, features)
 
 
 def check_log_mel_range(mel: np.ndarray | torch.Tensor, features: FeatureConfig,

@@ -235,8 +235,13 @@ def mel_from_magnitude_and_if(magnitude: torch.Tensor, ifreq: torch.Tensor, conf
 
     * ``mel_magnitude = sqrt(M @ magnitude^2)`` (the power spectrum is mapped, then
       square-rooted so it is an amplitude again; ``config.power`` is not applied);
-    * ``mel_if = instantaneous_frequency(P @ phase)`` where ``phase`` is the unwrapped linear
-      phase ``phase_from_if(ifreq)``.
+    * ``mel_if = P @ ifreq``: each band's IF is the weighted mean of its bins' IFs, which
+      is the IF of the band's mean unwrapped phase ``P @ phase_from_if(ifreq)`` (the two
+      are linear and commute) without ever re-wrapping it. A convex combination of IFs in
+      [-1, 1] stays in [-1, 1], and keeping the map linear is what makes the inverse exact
+      where the filterbank is invertible: re-wrapping a band's mean phase step would add
+      multiples of 2 pi per band that no bin's phase can carry back, and whether a step
+      wraps can hinge on the phase of a near-silent bin, i.e. on float rounding.
 
     For a partial that dominates a band, the band's IF equals the partial's IF.
     """
@@ -246,7 +251,7 @@ def mel_from_magnitude_and_if(magnitude: torch.Tensor, ifreq: torch.Tensor, conf
         raise UsageError(f"magnitude {tuple(magnitude.shape)} and IF {tuple(ifreq.shape)} "
                          "must have the same shape")
     mel_magnitude = (power_map @ magnitude.double() ** 2).clamp_min(0).sqrt()
-    mel_if = instantaneous_frequency(phase_map @ phase_from_if(ifreq, dim=-1), dim=-1)
+    mel_if = phase_map @ ifreq.double()
     return mel_magnitude.float(), mel_if.float()
 
 
@@ -288,5 +293,5 @@ def linear_from_mel_magnitude_and_if(
         raise UsageError(f"mel magnitude {tuple(mel_magnitude.shape)} and mel IF "
                          f"{tuple(mel_if.shape)} must have the same shape")
     power = (power_pinv @ mel_magnitude.double() ** 2).clamp_min(0)
-    phase = phase_pinv @ phase_from_if(mel_if, dim=-1)
-    return power.sqrt().float(), instantaneous_frequency(phase, dim=-1).float()
+    ifreq = wrap_phase(_PI * (phase_pinv @ mel_if.double())) / _PI
+    return power.sqrt().float(), ifreq.float()

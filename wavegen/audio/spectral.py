@@ -79,17 +79,25 @@ def compress(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
         return mel
     clamped = mel.clamp_min(config.log_clamp)
     if config.log == "ln":
-        return torch.log(clamped)
-    if config.log == "log10":
-        return torch.log10(clamped)
-    # Decibels of the amplitude: 20 log10 |X| whatever power the spectrum was raised to.
-    return (20.0 / config.power) * torch.log10(clamped)
+        level = torch.log(clamped)
+    elif config.log == "log10":
+        level = torch.log10(clamped)
+    else:
+        # Decibels of the amplitude: 20 log10 |X| whatever power the spectrum was raised to.
+        level = (20.0 / config.power) * torch.log10(clamped)
+    if not config.has_level_map:
+        return level
+    level = (level + config.level_offset) * config.level_scale
+    return level.clamp(config.level_floor, config.level_ceiling)
 
 
 def decompress(logmel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
-    """Inverse of :func:`compress` (values at the clamp floor come back as the floor)."""
+    """Inverse of :func:`compress` (values at the clamp floor come back as the floor, values
+    clamped by ``level_floor`` / ``level_ceiling`` as those levels)."""
     if config.log == "none":
         return logmel
+    if config.has_level_map:
+        logmel = logmel / config.level_scale - config.level_offset
     if config.log == "ln":
         return torch.exp(logmel)
     if config.log == "log10":
