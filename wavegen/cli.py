@@ -646,14 +646,15 @@ register(Command(
 
 # --------------------------------------------------------------------------- import
 
-IMPORTERS = ("hifigan-official", "melgan-official")
+IMPORTERS = ("hifigan-official", "melgan-official", "diffwave-official")
 
 
 def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", choices=IMPORTERS,
                         help="hifigan-official (jik876/hifi-gan generator g_XXXXXXXX / "
-                             "generator_v1) or melgan-official (descriptinc/melgan-neurips "
-                             "best_netG.pt)")
+                             "generator_v1), melgan-official (descriptinc/melgan-neurips "
+                             "best_netG.pt) or diffwave-official (lmnt-com/diffwave "
+                             "weights-STEP.pt)")
     parser.add_argument("checkpoint", help="the other project's generator checkpoint")
     parser.add_argument("-o", "--output", required=True, help="bundle folder to create")
     parser.add_argument("--config", help="hifigan-official: the run's config.json")
@@ -673,28 +674,37 @@ def _run_import(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.output):
         raise UsageError(f"{args.output}: already exists (choose a new bundle folder)")
+    process, conditioning = None, "mel"
+    if args.config and args.source != "hifigan-official":
+        raise UsageError("--config is for hifigan-official")
     if args.source == "hifigan-official":
         from wavegen.importers import import_hifigan_official
         model, config, features = import_hifigan_official(args.checkpoint, args.config, args.preset)
         family = "hifigan"
+    elif args.source == "diffwave-official":
+        from wavegen.importers import import_diffwave_official
+        model, config, features, process = import_diffwave_official(args.checkpoint)
+        family, process = "diffwave", process.to_dict()
+        if features is None:
+            conditioning = "none"
     else:
-        if args.config:
-            raise UsageError("--config is for hifigan-official")
         from wavegen.importers import import_melgan_official
         model, config, features = import_melgan_official(
             args.checkpoint, args.n_mels, args.ngf, args.n_residual_layers, tuple(args.ratios))
         family = "melgan"
-    if features.sample_rate != config.sample_rate:
+    if features is not None and features.sample_rate != config.sample_rate:
         raise CheckpointError(f"features at {features.sample_rate} Hz but the model config says "
                               f"{config.sample_rate} Hz")
-    info = BundleInfo(family, config, features.sample_rate, features,
+    info = BundleInfo(family, config, config.sample_rate, features,
                       extra={"imported_from": {"source": args.source,
                                                "checkpoint": os.path.abspath(args.checkpoint)}},
-                      conditioning="mel")
+                      conditioning=conditioning, process=process)
     save_bundle(args.output, model, info)
-    print(f"wrote {args.output}: {family} vocoder ({sum(p.numel() for p in model.parameters()):,} "
-          f"parameters), features {features.name} ({features.n_mels} mels, hop "
-          f"{features.hop_length}, {features.sample_rate} Hz)")
+    what = "unconditional model" if features is None else (
+        f"vocoder, features {features.name} ({features.n_mels} mels, hop "
+        f"{features.hop_length}, {features.sample_rate} Hz)")
+    print(f"wrote {args.output}: {family} {what}, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters")
     return 0
 
 

@@ -6,7 +6,8 @@ model together with its config and the :class:`~wavegen.audio.features.FeatureCo
 features it expects.
 """
 
+from wavegen.importers.diffwave_official import import_diffwave_official
 from wavegen.importers.hifigan_official import import_hifigan_official
 from wavegen.importers.melgan_official import import_melgan_official
 
-__all__ = ["import_hifigan_official", "import_melgan_official"]
+__all__ = ["import_diffwave_official", "import_hifigan_official", "import_melgan_official"]

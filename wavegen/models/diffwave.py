@@ -115,6 +115,26 @@ def step_embedding(t: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def table_step_embedding(t: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
+    """``t`` ``[B]`` -> ``[B, dim]`` as the paper's code embeds the chain's step
+    ``n = steps t - 1`` (see ``DiffWaveConfig.embedding_steps``)."""
+    half = dim // 2
+    # The same float32 operations as the paper's code (its angles reach 5e5 rad, where one
+    # rounding more or less moves a sine noticeably).
+    exponents = torch.arange(half, device=t.device, dtype=torch.float32) * 4.0 / max(half - 1, 1)
+    frequencies = 10.0 ** exponents
+
+    def row(n: torch.Tensor) -> torch.Tensor:
+        angles = n[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    n = (steps * t.double() - 1.0).clamp(0.0, steps - 1.0)
+    low = n.floor()
+    weight = (n - low).float()[:, None]
+    below, above = row(low.float()), row(n.ceil().float())
+    return below + (above - below) * weight
+
+
 @dataclass
 class DiffWaveConfig(DictConfig):
     """Hyperparameters of a DiffWave denoiser (defaults: the paper's base model, 22.05 kHz).
@@ -132,6 +152,12 @@ class DiffWaveConfig(DictConfig):
         embedding_dim: width of the sinusoidal step embedding (128).
         embedding_hidden: width of its two FC + SiLU layers (512).
         time_scale: ``t`` is multiplied by this before the sinusoids (1000).
+        embedding_steps: 0 for the continuous embedding above; ``N > 0`` embeds as the
+            paper's code does for an ``N``-step chain (imported checkpoints): step
+            ``n = N t - 1`` (the chain's step whose cumulative alpha the core's linear
+            schedule reaches at ``t``), the table of sines then cosines of ``n 10^(4 j / 63)``
+            at the integer steps, linearly interpolated between rows for a fractional ``n``
+            (the official fast sampler's lerp), ``n`` clamped to ``[0, N - 1]``.
         global_classes: number of labels (0: no label conditioning).
         global_embedding_dim: width of the label embedding (128).
     """
@@ -147,6 +173,7 @@ class DiffWaveConfig(DictConfig):
     embedding_dim: int = 128
     embedding_hidden: int = 512
     time_scale: float = 1000.0
+    embedding_steps: int = 0
     global_classes: int = 0
     global_embedding_dim: int = 128
 
@@ -167,6 +194,8 @@ class DiffWaveConfig(DictConfig):
             raise bad(f"time_scale must be > 0, got {self.time_scale}")
         if self.global_classes < 0:
             raise bad(f"global_classes must be >= 0, got {self.global_classes}")
+        if not 0 <= self.embedding_steps <= 100_000:
+            raise bad(f"embedding_steps must be in [0, 100000], got {self.embedding_steps}")
         if self.dilation_cycle > 30:
             raise bad(f"dilation_cycle must be <= 30 (dilation 2^29), got {self.dilation_cycle}")
         if self.upsample_factors is not None:
@@ -329,8 +358,11 @@ class DiffWave(nn.Module):
             local = self.upsample(local.to(x_t.dtype), length)
         labels = self._labels(global_cond, batch, x_t.device)
         x = F.relu(self.input_projection(x_t))
-        e = self.embedding(step_embedding(t, self.config.embedding_dim,
-                                          self.config.time_scale).to(x.dtype))
+        if self.config.embedding_steps:
+            table = table_step_embedding(t, self.config.embedding_dim, self.config.embedding_steps)
+        else:
+            table = step_embedding(t, self.config.embedding_dim, self.config.time_scale)
+        e = self.embedding(table.to(x.dtype))
         skips = None
         for project, block in zip(self.step_projections, self.layers):
             step = project(e)[..., None]
@@ -360,4 +392,5 @@ class DiffWave(nn.Module):
 
 
 __all__ = ["CONDITIONINGS", "DIFFWAVE_PRESETS", "MAX_STAGE_FACTOR", "DiffWave",
-           "DiffWaveConfig", "SpectrogramUpsampler", "step_embedding", "upsample_factors_for"]
+           "DiffWaveConfig", "SpectrogramUpsampler", "step_embedding", "table_step_embedding",
+           "upsample_factors_for"]
