@@ -198,3 +198,19 @@ def test_bits_per_sample():
     for bad in (0, -5, 2.5, True):
         with pytest.raises(UsageError):
             bits_per_sample(1.0, bad)
+
+
+def test_frame_grid_energy_share_separates_grid_partials_from_off_grid_ones():
+    from wavegen.audio.metrics import frame_grid_energy_share
+
+    rate, hop = 16000, 256  # the grid: multiples of 62.5 Hz
+    t = torch.arange(2 * rate) / rate
+    on_grid = torch.sin(2 * math.pi * 437.5 * t) + 0.5 * torch.sin(2 * math.pi * 875.0 * t)
+    off_grid = torch.sin(2 * math.pi * 466.16 * t) + 0.5 * torch.sin(2 * math.pi * 932.3 * t)
+    assert frame_grid_energy_share(on_grid, rate, hop).min() > 0.95
+    assert frame_grid_energy_share(off_grid, rate, hop).max() < 0.05
+    noise = torch.randn(2 * rate, generator=torch.Generator().manual_seed(0))
+    share = frame_grid_energy_share(noise, rate, hop)
+    assert share.shape == (2,) and 0.06 < float(share.mean()) < 0.16
+    with pytest.raises(UsageError, match="at least one 1 s window"):
+        frame_grid_energy_share(noise[:100], rate, hop)

@@ -276,3 +276,19 @@ def test_a_validation_sample_longer_than_the_validation_set_is_refused_at_start(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.sample_seconds" in err, err
     assert not (out / "checkpoints").exists() and not (out / "log.csv").exists()
+
+
+def test_ema_warms_up_so_a_short_run_does_not_keep_the_initial_weights():
+    from wavegen.train.ema import EMA
+
+    model = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = EMA(model, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10 ** 6) == 0.999
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for update in range(100):
+        ema.update(update)
+    # A fixed 0.999 would have moved 1 - 0.999^100 = 10% of the way; the warm-up gets close.
+    assert float(ema.state_dict()["weight"].min()) > 0.99

@@ -351,7 +351,7 @@ class Trainer:
             self.schedulers[name].step()
         self.scaler.update()
         if self.ema is not None:
-            self.ema.update()
+            self.ema.update(self.step)
         return totals
 
     # ------------------------------------------------------------------ validation
