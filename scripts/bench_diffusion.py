@@ -13,15 +13,32 @@ of ``--repeats`` runs after a one-step warm-up, with ``--threads`` CPU threads.
 Families named with ``--families`` that are not registered, not noise-driven or have no
 ``base`` preset are skipped with a line saying why.
 
+Two more measurements:
+
+* ``--memory-seconds S``: peak resident memory of vocoding ``S`` seconds of mel with each
+  family's base model through :class:`wavegen.inference.DiffusionAdapter` (one network
+  evaluation, which does not change the memory), in overlapping chunks (the default 512
+  frames) and in one piece, each in a fresh process (``ru_maxrss``), beside the process's
+  memory before sampling.
+* ``--quality BUNDLE --corpus DIR``: a trained diffusion vocoder on held-out clips of the
+  corpus (:mod:`wavegen.eval.vocoders`), MR-STFT distance and log-mel L1 against the
+  recording at each ``--quality-nfe`` network-evaluation budget for each sampler (Heun's
+  budget ``2 steps - 1``, so its steps are chosen to match), and whether some sampler at
+  <= 10 NFE is within 10% of the best score at the largest budget.
+
 Usage: python scripts/bench_diffusion.py [--families diffwave wavegrad] [--seconds 1]
        [--nfe 6 12 50] [--threads 2] [--repeats 1] [--sample-rate 22050]
+       [--memory-seconds 60] [--quality BUNDLE --corpus DIR [--quality-nfe 3 6 12 25 50 200]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -93,6 +110,70 @@ def real_time_factor(model, length: int, local, nfe: int, repeats: int,
     return statistics.median(times) / (length / sample_rate)
 
 
+def peak_memory_child(name: str, seconds: float, sample_rate: int, chunk_frames: int) -> None:
+    """(In a fresh process.) Vocode ``seconds`` of random mel with ``name``'s base model,
+    one network evaluation, through the diffusion adapter; print JSON with the resident
+    memory before sampling and the peak (MiB)."""
+    from wavegen.checkpoint import BundleInfo
+    from wavegen.inference import Conditioning, DiffusionAdapter, InferenceOptions
+
+    model, config = build(name)
+    _, local = inputs(config, seconds, sample_rate)
+    info = BundleInfo(name, config, sample_rate, conditioning="mel",
+                      process=DiffusionProcess(sampler="ddim", sampler_steps=1).to_dict())
+    adapter = DiffusionAdapter(model, info)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    written = [0]
+    adapter.run(Conditioning("mel", local), InferenceOptions(chunk_frames=chunk_frames),
+                sink=lambda piece: written.__setitem__(0, written[0] + piece.shape[-1]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before": before, "peak": peak, "samples": written[0]}))
+
+
+def peak_memory(name: str, seconds: float, sample_rate: int, chunk_frames: int,
+                threads: int) -> dict:
+    command = [sys.executable, __file__, "--memory-child", name, "--memory-seconds",
+               str(seconds), "--sample-rate", str(sample_rate), "--chunk-frames",
+               str(chunk_frames), "--threads", str(threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def quality(bundle: str, corpus: str, budgets: list[int], clips: int, seconds: float,
+            threads: int) -> int:
+    """Held-out MR-STFT / log-mel L1 of ``bundle`` per sampler and NFE budget (module doc)."""
+    from wavegen.eval import heldout_clips, pipeline_vocoder, score_vocoder
+    from wavegen.inference import InferenceOptions
+
+    torch.set_num_threads(threads)
+    _, features = pipeline_vocoder(bundle, InferenceOptions())
+    held = heldout_clips(corpus, features, seconds, limit=clips)
+    print(f"# {bundle}: {len(held)} held-out clips of {seconds:g} s from {corpus}; torch "
+          f"{torch.__version__}, {threads} threads")
+    print("| sampler | NFE | steps | MR-STFT | log-mel L1 |")
+    print("| --- | --- | --- | --- | --- |")
+    results = {}
+    for sampler in ("ddpm", "ddim", "heun"):
+        for nfe in budgets:
+            steps = (nfe + 1) // 2 if sampler == "heun" else nfe
+            if steps < 1 or (sampler == "heun" and 2 * steps - 1 != nfe):
+                continue
+            vocode, _ = pipeline_vocoder(bundle, InferenceOptions(sampler=sampler, steps=steps))
+            summary = score_vocoder(vocode, held, features).summary()
+            results[(sampler, nfe)] = summary
+            print(f"| {sampler} | {nfe} | {steps} | {summary['mrstft']:.3f} | "
+                  f"{summary['log_mel_l1']:.3f} |", flush=True)
+    top = max(budgets)
+    best_top = min(v["mrstft"] for (s, n), v in results.items() if n == top)
+    few = [(v["mrstft"], s, n) for (s, n), v in results.items() if n <= 10]
+    if few:
+        score, sampler, nfe = min(few)
+        verdict = "met" if score <= 1.10 * best_top else "not met"
+        print(f"# best at <= 10 NFE: {sampler} {nfe} NFE, MR-STFT {score:.3f} vs {best_top:.3f} "
+              f"at {top} NFE ({score / best_top - 1:+.1%}): target (within 10%) {verdict}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=None,
@@ -102,7 +183,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sample-rate", type=int, default=22050)
+    parser.add_argument("--memory-seconds", type=float, default=None,
+                        help="measure peak memory of vocoding this many seconds instead")
+    parser.add_argument("--chunk-frames", type=int, default=512)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quality", default=None, metavar="BUNDLE",
+                        help="quality against NFE of this trained bundle instead")
+    parser.add_argument("--corpus", default=None, help="held-out clips for --quality")
+    parser.add_argument("--quality-nfe", type=int, nargs="+", default=[3, 6, 12, 25, 50, 200])
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--clip-seconds", type=float, default=1.5)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        torch.set_num_threads(args.threads)
+        peak_memory_child(args.memory_child, args.memory_seconds, args.sample_rate,
+                          args.chunk_frames)
+        return 0
+    if args.quality:
+        if not args.corpus:
+            parser.error("--quality needs --corpus")
+        return quality(args.quality, args.corpus, args.quality_nfe, args.clips,
+                       args.clip_seconds, args.threads)
     if args.seconds <= 0 or args.repeats < 1 or any(n < 1 for n in args.nfe):
         parser.error("--seconds must be > 0, --repeats and every --nfe >= 1")
     torch.set_num_threads(args.threads)
@@ -113,6 +214,18 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats}")
     for line in skipped:
         print(f"# {line}")
+    if args.memory_seconds:
+        print(f"| family | {args.memory_seconds:g} s in chunks of {args.chunk_frames} frames | "
+              f"in one piece | before sampling |")
+        print("| --- | --- | --- | --- |")
+        for name in names:
+            chunked = peak_memory(name, args.memory_seconds, args.sample_rate,
+                                  args.chunk_frames, args.threads)
+            whole = peak_memory(name, args.memory_seconds, args.sample_rate, 10 ** 9,
+                                args.threads)
+            print(f"| {name} | {chunked['peak']:.0f} MiB | {whole['peak']:.0f} MiB | "
+                  f"{chunked['before']:.0f} MiB |", flush=True)
+        return 0
     rows = []
     for name in names:
         try:

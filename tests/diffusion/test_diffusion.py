@@ -464,3 +464,23 @@ def test_conditioning_dropout_zeroes_whole_examples():
     per_example = dropped.flatten(1)
     assert torch.all((per_example == 0).all(1) | (per_example == 1).all(1))
     assert abs((per_example == 0).all(1).float().mean().item() - 0.25) < 0.04
+
+
+def test_signal_scale_trains_and_samples_the_scaled_audio():
+    scaled = DiffusionProcess(signal_scale=8.0, sampler="ddim", sampler_steps=3)
+    plain = DiffusionProcess(sampler="ddim", sampler_steps=3)
+    x0 = 0.01 * torch.randn(2, 1, 64, generator=torch.Generator().manual_seed(0))
+    t, noise = torch.tensor([0.3, 0.7]), torch.randn(2, 1, 64)
+
+    def denoise(x_t, t):
+        return 0.5 * x_t
+
+    a = scaled.loss(denoise, x0, t=t, noise=noise).loss
+    b = plain.loss(denoise, 8.0 * x0, t=t, noise=noise).loss
+    assert torch.equal(a, b)
+    z = torch.randn(2, 1, 64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(scaled.sample(denoise, noise=z), plain.sample(denoise, noise=z) / 8)
+    known, mask = torch.full((2, 1, 64), 0.01), torch.ones(2, 1, 64)
+    torch.testing.assert_close(scaled.sample(denoise, noise=z, known=known, mask=mask), known)
+    with pytest.raises(ConfigError, match="signal_scale"):
+        DiffusionProcess(signal_scale=0.0)
