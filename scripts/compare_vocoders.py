@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| vocoder | MR-STFT | log-mel L1 | energy on the sr/hop grid | RTF |")
     print("| --- | --- | --- | --- | --- |")
     reference = score_vocoder(None, clips, features).summary()
+    if args.out:
+        (Path(args.out) / "reference").mkdir(parents=True, exist_ok=True)
+        for clip in clips:
+            save_audio(Path(args.out) / "reference" / (Path(clip.piece).stem + ".wav"),
+                       clip.audio[0], features.sample_rate)
     print(f"| reference recording | 0 | 0 | {reference['grid_share']:.2f} | - |")
     for name, vocode in vocoders:
         save = None

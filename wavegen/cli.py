@@ -473,6 +473,10 @@ def _add_noise_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta", type=_finite, default=None,
                         help="diffusion: DDIM stochasticity in [0, 1] (default: the "
                              "bundle's process)")
+    parser.add_argument("--label", default=None,
+                        help="diffusion models trained on a labelled corpus: the class to "
+                             "generate (a name under extra.labels in the bundle's "
+                             "config.json, or its index)")
 
 
 def _check_noise_arguments(args: argparse.Namespace) -> None:
@@ -506,7 +510,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         progress=not args.no_progress, warn=_warning_line, guidance=args.cfg,
         temperature=args.temperature, top_p=args.top_p, typical=args.typical,
         backend=args.backend, sigma=args.sigma, sampler=args.sampler, steps=args.steps,
-        eta=args.eta)
+        eta=args.eta, label=args.label)
     result, pipeline = sample(args.checkpoint, request, options)
     rate = pipeline.sample_rate
     save_audio(output, result.audio[0], rate)
@@ -572,7 +576,7 @@ def _run_vocode(args: argparse.Namespace) -> int:
         device=args.device, use_ema=not args.raw_weights, seed=args.seed, bf16=args.bf16,
         compile=args.compile, chunk_frames=args.chunk_frames,
         overlap_frames=args.overlap_frames, sigma=args.sigma, sampler=args.sampler,
-        steps=args.steps, eta=args.eta, warn=_warning_line)
+        steps=args.steps, eta=args.eta, label=args.label, warn=_warning_line)
     pipeline = load_vocoder(args.checkpoint, options)
     done, failed = run_jobs(pipeline, jobs, kind, options)
     audio = sum(item.audio_seconds for item in done)

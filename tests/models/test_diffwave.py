@@ -68,8 +68,11 @@ def test_label_conditioning_uses_a_no_label_row_when_none_is_given():
     assert not torch.allclose(labelled[0], unlabelled[0])
     same = model(x, t, local, global_cond=torch.tensor([2, 2, 2]))
     assert torch.allclose(same[2], labelled[2]) and not torch.allclose(same[0], labelled[0])
-    with pytest.raises(UsageError, match=r"labels must be in \[0, 3\)"):
-        model(x, t, local, global_cond=torch.tensor([0, 1, 3]))
+    # Index 3 (= global_classes) is the "no label" row, as None gives it.
+    explicit = model(x, t, local, global_cond=torch.tensor([3, 3, 3]))
+    assert torch.equal(explicit, unlabelled)
+    with pytest.raises(UsageError, match=r"labels must be in \[0, 3\]"):
+        model(x, t, local, global_cond=torch.tensor([0, 1, 4]))
     with pytest.raises(UsageError, match="no label conditioning"):
         tiny()(x, t, local, global_cond=torch.tensor([0, 1, 2]))
 

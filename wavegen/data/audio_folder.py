@@ -22,6 +22,8 @@ overlap, and adding files never moves existing ones across.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import os
 from pathlib import Path
@@ -54,6 +56,32 @@ def split_of(relative_path: str, validation_fraction: float) -> str:
     return "validation" if position < validation_fraction else "train"
 
 
+def _top_folder(root: Path, path: str) -> str | None:
+    """The first component of ``path`` under ``root``, or None for a file directly in it."""
+    parts = Path(os.path.relpath(path, root)).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def folder_labels(root: str | os.PathLike) -> list[str]:
+    """The class names of a labelled audio folder: its non-hidden sub-folders, sorted.
+
+    A DataError if there are none, or if audio files lie directly in ``root`` (they would
+    have no label).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"audio folder {root} does not exist or is not a directory")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not names:
+        raise DataError(f"{root}: labels come from sub-folders (one per class), and it has none")
+    if loose:
+        raise DataError(f"{root}: {loose[0]} lies outside the class sub-folders; with labels every "
+                        f"audio file must be in one")
+    return names
+
+
 class AudioFolderDataset(CropDataset):
     """Random crops of the audio files under ``root``.
 
@@ -73,6 +101,9 @@ class AudioFolderDataset(CropDataset):
         split: ``None`` (all files), ``"train"`` or ``"validation"``.
         validation_fraction: share of files in the validation split, in [0, 1).
         items_per_epoch: length of an epoch (default: total audio / crop length).
+        labels: label each file by its top-level sub-folder of ``root`` (items get
+            ``"label"``: an int64 index into :attr:`label_names`, the sorted sub-folder
+            names, the same for every split; see :func:`folder_labels`).
     """
 
     def __init__(
@@ -86,6 +117,7 @@ class AudioFolderDataset(CropDataset):
         split: str | None = None,
         validation_fraction: float = 0.05,
         items_per_epoch: int | None = None,
+        labels: bool = False,
     ):
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ConfigError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
@@ -117,6 +149,12 @@ class AudioFolderDataset(CropDataset):
                       or split_of(os.path.relpath(p, self.root), self.validation_fraction) == split]
         results = map_files(self._prepare, candidates, desc="caching audio")
         self.files = [r for r in results if isinstance(r, CachedFile)]
+        self.label_names: list[str] = []
+        if labels:
+            self.label_names = folder_labels(self.root)
+            index = {name: i for i, name in enumerate(self.label_names)}
+            self.files = [dataclasses.replace(f, label=index[_top_folder(self.root, f.source)])
+                          for f in self.files]
         self.skipped = [r for r in results if isinstance(r, SkippedFile)]
         owner = f"AudioFolderDataset({self.root}, split={split})"
         report_skipped(owner, self.skipped, len(self.files) + len(self.skipped), len(self.files))

@@ -137,7 +137,8 @@ class CachedFile:
     """A usable file of a dataset: its cached arrays and the length of its audio.
 
     ``audio``: ``[T]`` float32; ``mel`` / ``roll``: frame-major ``[T // hop, channels]``
-    (None when the dataset has none); ``num_samples``: ``T``.
+    (None when the dataset has none); ``num_samples``: ``T``; ``label``: the file's class
+    index when the dataset is labelled (None otherwise).
     """
 
     source: str
@@ -145,6 +146,7 @@ class CachedFile:
     num_samples: int
     mel: ArrayRef | None = None
     roll: ArrayRef | None = None
+    label: int | None = None
 
 
 def default_cache_dir() -> Path:
@@ -501,4 +503,6 @@ class CropDataset(torch.utils.data.Dataset):
             item["mel"] = frame_window(f.mel, start, n, self.hop_length)
         if f.roll is not None:
             item["roll"] = frame_window(f.roll, start, n, self.hop_length)
+        if f.label is not None:
+            item["label"] = torch.tensor(f.label, dtype=torch.long)
         return item

@@ -73,7 +73,7 @@ class DiffusionAdapter(Adapter):
     """The bundle's diffusion process sampling the network (see the module docstring)."""
 
     kind = NOISE_DRIVEN
-    uses = frozenset({"sampler", "steps", "eta", "guidance"})
+    uses = frozenset({"sampler", "steps", "eta", "guidance", "label"})
 
     def __init__(self, model: nn.Module, info: BundleInfo):
         super().__init__(model, info)
@@ -83,10 +83,30 @@ class DiffusionAdapter(Adapter):
             raise CheckpointError(f"{self.name}: a diffusion bundle without a 'process'")
         self.process = DiffusionProcess.from_dict(dict(info.process), "process")
 
-    def _denoiser(self, local: torch.Tensor | None):
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.model(x_t, t, local=local)
+    def _denoiser(self, local: torch.Tensor | None, label: int | None = None):
+        if label is None:
+            def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.model(x_t, t, local=local)
+        else:
+            def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                labels = torch.full((x_t.shape[0],), label, dtype=torch.long, device=x_t.device)
+                return self.model(x_t, t, local=local, global_cond=labels)
         return denoise
+
+    def label_index(self, label: str | None) -> int | None:
+        """The class index of ``label`` (a name among the bundle's ``extra.labels``, or an
+        index); None for None. A UsageError naming the known labels otherwise."""
+        if label is None:
+            return None
+        names = list(self.info.extra.get("labels") or [])
+        if not names:
+            raise UsageError(f"{self.name}: this model was not trained with labels; drop --label")
+        if label in names:
+            return names.index(label)
+        if label.isdigit() and int(label) < len(names):
+            return int(label)
+        raise UsageError(f"{self.name}: unknown label {label!r}; it knows "
+                         f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}")
 
     def run(self, conditioning: Conditioning, options: InferenceOptions,
             sink: Sink | None = None) -> SynthesisResult:
@@ -94,20 +114,25 @@ class DiffusionAdapter(Adapter):
 
         device = self.device()
         local = conditioning.local
+        label = self.label_index(options.label)
+        no_label = int(getattr(getattr(self.model, "config", None), "global_classes", 0))
         scale = self.process.guidance_scale if options.guidance is None else options.guidance
-        if options.guidance is not None and local is None:
-            raise UsageError(f"{self.name}: guidance needs a conditioned model; this one is "
-                             f"unconditional")
+        if options.guidance is not None and local is None and label is None:
+            raise UsageError(f"{self.name}: guidance needs a conditioned model (or a --label); "
+                             f"this run is unconditional")
         overrides = {name: value for name, value in (("sampler", options.sampler),
                                                      ("steps", options.steps),
                                                      ("eta", options.eta)) if value is not None}
         calls = [0]
 
         def make_denoiser(window: torch.Tensor | None):
-            denoise = self._denoiser(window)
-            if window is not None and scale != 1:
-                denoise = classifier_free_guidance(
-                    denoise, self._denoiser(torch.zeros_like(window)), scale)
+            denoise = self._denoiser(window, label)
+            if (window is not None or label is not None) and scale != 1:
+                # The unconditional branch: no conditioning and the "no label" row.
+                unconditional = self._denoiser(
+                    None if window is None else torch.zeros_like(window),
+                    None if label is None else no_label)
+                denoise = classifier_free_guidance(denoise, unconditional, scale)
 
             def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 calls[0] += 1

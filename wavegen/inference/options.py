@@ -24,6 +24,7 @@ OPTIONAL_FIELDS = {
     "sampler": "diffusion models",
     "steps": "diffusion models",
     "eta": "diffusion models (the ddim sampler)",
+    "label": "diffusion models trained on a labelled corpus",
 }
 
 
@@ -49,6 +50,8 @@ class InferenceOptions:
         sigma: std of a flow's latent noise (None = the model's default).
         sampler, steps, eta: diffusion sampler (``ddpm``, ``ddim``, ``heun``), its number of
             steps and DDIM's eta (None = the bundle's process defaults).
+        label: the class to generate, by name (or index) among the bundle's labels
+            (``extra.labels``, from a ``data.labels`` corpus); None = no label.
     """
 
     device: str = "cpu"
@@ -72,6 +75,7 @@ class InferenceOptions:
     sampler: str | None = None
     steps: int | None = None
     eta: float | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1 or self.overlap_frames < 0:

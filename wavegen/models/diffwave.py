@@ -340,8 +340,9 @@ class DiffWave(nn.Module):
 
         Args:
             local: ``[B, conditioning_channels, T / hop]`` (None only for ``"none"``).
-            global_cond: ``[B]`` label indices in ``[0, global_classes)``, or None for the
-                "no label" row (only with ``global_classes > 0``).
+            global_cond: ``[B]`` label indices in ``[0, global_classes)``, ``global_classes``
+                itself for the "no label" row, or None for "no label" everywhere (only with
+                ``global_classes > 0``).
         """
         if x_t.ndim != 3 or x_t.shape[1] != 1:
             raise UsageError(f"DiffWave: x_t must be [B, 1, T], got {list(x_t.shape)}")
@@ -385,8 +386,8 @@ class DiffWave(nn.Module):
         elif global_cond.shape != (batch,) or global_cond.is_floating_point():
             raise UsageError(f"DiffWave: global_cond must be [{batch}] label indices, got "
                              f"{global_cond.dtype} {list(global_cond.shape)}")
-        elif bool(((global_cond < 0) | (global_cond >= classes)).any()):
-            raise UsageError(f"DiffWave: labels must be in [0, {classes}), got "
+        elif bool(((global_cond < 0) | (global_cond > classes)).any()):
+            raise UsageError(f"DiffWave: labels must be in [0, {classes}] ({classes}: no label), got "
                              f"{global_cond.min().item()}..{global_cond.max().item()}")
         return self.label_embedding(global_cond)
 

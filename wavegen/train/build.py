@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from wavegen.checkpoint import BundleInfo
+from wavegen.errors import ConfigError
 from wavegen.train.recipe import Recipe
 from wavegen.train.tasks.base import Task
 
@@ -37,12 +38,34 @@ def build_datasets(recipe: Recipe):
         return make("train"), make("validation")
     from wavegen.data.audio_folder import AudioFolderDataset
 
+    label_names(recipe)  # the model must have room for the classes (checked before caching)
+
     def make_folder(split: str):
         return AudioFolderDataset(data.root, data.sample_rate, data.crop_samples, mel_features,
                                   cache_dir, seed, split=split,
                                   validation_fraction=data.validation_fraction,
-                                  items_per_epoch=data.items_per_epoch)
+                                  items_per_epoch=data.items_per_epoch,
+                                  labels=data.labels == "folder")
     return make_folder("train"), make_folder("validation")
+
+
+def label_names(recipe: Recipe) -> list[str]:
+    """The class names of a labelled corpus (``data.labels``), else ``[]``; a ConfigError
+    when the model has fewer ``global_classes`` than there are classes."""
+    if recipe.data.labels == "none":
+        return []
+    from wavegen.data.audio_folder import folder_labels
+
+    names = folder_labels(recipe.data.root)
+    classes = getattr(recipe.model_config, "global_classes", None)
+    if classes is None:
+        raise ConfigError(f"data.labels {recipe.data.labels}: model family "
+                          f"{recipe.model['family']} takes no class labels")
+    if classes < len(names):
+        raise ConfigError(f"data.labels: {recipe.data.root} has {len(names)} classes "
+                          f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) but "
+                          f"model.global_classes is {classes}")
+    return names
 
 
 def build_model(recipe: Recipe) -> nn.Module:
@@ -64,7 +87,11 @@ def bundle_info(recipe: Recipe) -> BundleInfo:
     model, its process (the recipe's ``diffusion:`` section), so inference never has to
     read the recipe back."""
     process = recipe.task_configs.get("diffusion")
+    extra: dict = {"recipe_name": recipe.name}
+    labels = label_names(recipe)
+    if labels:
+        extra["labels"] = labels
     return BundleInfo(recipe.model["family"], recipe.model_config, recipe.data.sample_rate,
-                      recipe.feature_config, extra={"recipe_name": recipe.name},
+                      recipe.feature_config, extra=extra,
                       conditioning=recipe.data.conditioning,
                       process=None if process is None else process.to_dict())

@@ -57,6 +57,7 @@ from wavegen.train.tasks.registry import CONDITIONINGS, RECIPE_KEYS, TaskSpec
 from wavegen.utils.config import coerce, from_dict, to_dict
 
 DATA_KINDS = ("tones", "maestro", "audio_folder")
+LABEL_SOURCES = ("none", "folder")
 #: Most audio samples in one optimiser step (batch_size x crop_samples): 2^31 (8 GiB of
 #: float32 audio before any activation; also the int32 index limit of many GPU kernels).
 MAX_STEP_SAMPLES = 2 ** 31
@@ -79,6 +80,8 @@ class DataConfig:
         items_per_epoch: random crops per epoch (default: one per file, or ``size``).
         size, validation_size: items of the ``tones`` dataset.
         validation_fraction: share of files held out by ``audio_folder``.
+        labels: ``none``, or ``folder`` (``audio_folder``: each file's class is its
+            top-level sub-folder; the model needs that many ``global_classes``).
     """
 
     kind: str = "tones"
@@ -92,6 +95,7 @@ class DataConfig:
     size: int = 256
     validation_size: int = 16
     validation_fraction: float = 0.05
+    labels: str = "none"
 
     def __post_init__(self) -> None:
         for key in ("sample_rate", "crop_samples", "hop_length", "size", "validation_size"):
@@ -110,6 +114,10 @@ class DataConfig:
             raise ConfigError(f"data.root is required for data.kind {self.kind}")
         if self.conditioning == "roll" and self.kind != "maestro":
             raise ConfigError("data.conditioning roll needs MIDI: use data.kind maestro")
+        if self.labels not in LABEL_SOURCES:
+            raise ConfigError(f"data.labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
+        if self.labels == "folder" and self.kind != "audio_folder":
+            raise ConfigError("data.labels folder needs data.kind audio_folder")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 The network protocol: ``model(x_t [B, 1, T], t [B] float in [0, 1], local=None) ->
 prediction [B, 1, T]`` in the process's parameterisation, where ``local`` is the batch's
 conditioning under ``local_key`` (e.g. a log-mel ``[B, n_mels, frames]``; the network does
-its own upsampling) or None. Everything else (schedule, parameterisation, weighting,
+its own upsampling) or None. A labelled corpus (``data.labels``) adds
+``global_cond=labels [B]`` (int64 class indices); conditioning dropout then also replaces
+labels by the "no label" index ``global_classes``, so guidance works on labels too. Everything else (schedule, parameterisation, weighting,
 conditioning dropout, default sampler) comes from the
 :class:`~wavegen.diffusion.process.DiffusionProcess`.
 """
@@ -38,10 +40,27 @@ def drop_conditioning(local: torch.Tensor | None, probability: float) -> torch.T
     return local * keep.to(local.dtype).reshape(-1, *([1] * (local.ndim - 1)))
 
 
-def _denoiser(model: nn.Module, local: torch.Tensor | None):
-    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model(x_t, t, local=local)
+def drop_labels(labels: torch.Tensor | None, no_label: int,
+                probability: float) -> torch.Tensor | None:
+    """``labels`` ``[B]`` with each replaced by ``no_label`` with ``probability``."""
+    if labels is None or probability <= 0:
+        return labels
+    dropped = torch.rand(labels.shape[0], device=labels.device) < probability
+    return torch.where(dropped, torch.full_like(labels, no_label), labels)
+
+
+def _denoiser(model: nn.Module, local: torch.Tensor | None, labels: torch.Tensor | None = None):
+    if labels is None:
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x_t, t, local=local)
+    else:
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x_t, t, local=local, global_cond=labels)
     return denoise
+
+
+def _no_label(model: nn.Module) -> int:
+    return int(getattr(getattr(model, "config", None), "global_classes", 0))
 
 
 class _DenoisingObjective(nn.Module):
@@ -55,7 +74,8 @@ class _DenoisingObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]):
         local = drop_conditioning(conditioning_of(batch, self.local_key), self.process.cond_dropout)
-        terms = self.process.loss(_denoiser(self.model, local), batch["audio"])
+        labels = drop_labels(batch.get("label"), _no_label(self.model), self.process.cond_dropout)
+        terms = self.process.loss(_denoiser(self.model, local, labels), batch["audio"])
         return terms.loss, {"loss": terms.loss.detach().item(),
                             "x0_mse": terms.x0_mse.mean().item()}
 
@@ -89,7 +109,7 @@ class DiffusionTask(Task):
     @torch.no_grad()
     def validation_metrics(self, model, batch):
         audio = batch["audio"]
-        denoise = _denoiser(model, conditioning_of(batch, self.local_key))
+        denoise = _denoiser(model, conditioning_of(batch, self.local_key), batch.get("label"))
         generator = torch.Generator().manual_seed(VALIDATION_SEED)
         loss = x0_mse = 0.0
         for k in range(VALIDATION_TIMES):
@@ -114,10 +134,14 @@ class DiffusionTask(Task):
             # The batch pairs T samples with `frames` frames; generate whole frames.
             hop = max(1, audio.shape[-1] // local.shape[-1])
             local, generated = conditioning_window(local, length, hop)
-        denoise = _denoiser(model, local)
-        if local is not None and self.process.guidance_scale != 1:
-            denoise = classifier_free_guidance(denoise, _denoiser(model, torch.zeros_like(local)),
-                                               self.process.guidance_scale)
+        labels = batch.get("label")
+        labels = None if labels is None else labels[:1]
+        denoise = _denoiser(model, local, labels)
+        if (local is not None or labels is not None) and self.process.guidance_scale != 1:
+            unconditional = _denoiser(model, None if local is None else torch.zeros_like(local),
+                                      None if labels is None else
+                                      torch.full_like(labels, _no_label(model)))
+            denoise = classifier_free_guidance(denoise, unconditional, self.process.guidance_scale)
         generator = torch.Generator().manual_seed(VALIDATION_SEED)
         result = self.process.sample(denoise, (1, 1, generated), generator=generator,
                                      device=audio.device).clamp(-1, 1)[..., :length]
