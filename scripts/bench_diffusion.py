@@ -27,7 +27,7 @@ Two more measurements:
   <= 10 NFE is within 10% of the best score at the largest budget.
 
 Usage: python scripts/bench_diffusion.py [--families diffwave wavegrad] [--seconds 1]
-       [--nfe 6 12 50] [--threads 2] [--repeats 1] [--sample-rate 22050]
+       [--nfe 6 12 50] [--threads 2] [--repeats 1] [--sample-rate HZ]
        [--memory-seconds 60] [--quality BUNDLE --corpus DIR [--quality-nfe 3 6 12 25 50 200]]
 """
 
@@ -110,7 +110,8 @@ def real_time_factor(model, length: int, local, nfe: int, repeats: int,
     return statistics.median(times) / (length / sample_rate)
 
 
-def peak_memory_child(name: str, seconds: float, sample_rate: int, chunk_frames: int) -> None:
+def peak_memory_child(name: str, seconds: float, sample_rate: int | None,
+                      chunk_frames: int) -> None:
     """(In a fresh process.) Vocode ``seconds`` of random mel with ``name``'s base model,
     one network evaluation, through the diffusion adapter; print JSON with the resident
     memory before sampling and the peak (MiB)."""
@@ -118,6 +119,7 @@ def peak_memory_child(name: str, seconds: float, sample_rate: int, chunk_frames:
     from wavegen.inference import Conditioning, DiffusionAdapter, InferenceOptions
 
     model, config = build(name)
+    sample_rate = sample_rate or config.sample_rate
     _, local = inputs(config, seconds, sample_rate)
     info = BundleInfo(name, config, sample_rate, conditioning="mel",
                       process=DiffusionProcess(sampler="ddim", sampler_steps=1).to_dict())
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nfe", type=int, nargs="+", default=[6, 12, 50])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--sample-rate", type=int, default=22050)
+    parser.add_argument("--sample-rate", type=int, default=None,
+                        help="audio rate of the timed clips (default: each preset's own)")
     parser.add_argument("--memory-seconds", type=float, default=None,
                         help="measure peak memory of vocoding this many seconds instead")
     parser.add_argument("--chunk-frames", type=int, default=512)
@@ -209,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     names, skipped = candidates(args.families)
+    rate_text = f"{args.sample_rate} Hz" if args.sample_rate else "each preset's rate"
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, {args.seconds:g} s at {args.sample_rate} Hz, ddim, "
+          f"{args.threads} threads, {args.seconds:g} s at {rate_text}, ddim, "
           f"median of {args.repeats}")
     for line in skipped:
         print(f"# {line}")
@@ -219,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
               f"in one piece | before sampling |")
         print("| --- | --- | --- | --- |")
         for name in names:
-            chunked = peak_memory(name, args.memory_seconds, args.sample_rate,
-                                  args.chunk_frames, args.threads)
-            whole = peak_memory(name, args.memory_seconds, args.sample_rate, 10 ** 9,
-                                args.threads)
+            rate = args.sample_rate or FAMILIES[name].config_class.preset("base").sample_rate
+            chunked = peak_memory(name, args.memory_seconds, rate, args.chunk_frames,
+                                  args.threads)
+            whole = peak_memory(name, args.memory_seconds, rate, 10 ** 9, args.threads)
             print(f"| {name} | {chunked['peak']:.0f} MiB | {whole['peak']:.0f} MiB | "
                   f"{chunked['before']:.0f} MiB |", flush=True)
         return 0
@@ -233,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a family without a "base" preset, or a bad one
             print(f"# {name}: no usable preset('base') ({type(exc).__name__}: {exc}), skipped")
             continue
-        length, local = inputs(config, args.seconds, args.sample_rate)
+        rate = args.sample_rate or config.sample_rate
+        length, local = inputs(config, args.seconds, rate)
         params = sum(p.numel() for p in model.parameters())
-        real_time_factor(model, length, local, 1, 1, args.sample_rate)  # warm-up
-        rtfs = [real_time_factor(model, length, local, nfe, args.repeats, args.sample_rate)
+        real_time_factor(model, length, local, 1, 1, rate)  # warm-up
+        rtfs = [real_time_factor(model, length, local, nfe, args.repeats, rate)
                 for nfe in args.nfe]
         rows.append((name, params, rtfs))
         print(f"# {name}: done", file=sys.stderr, flush=True)
