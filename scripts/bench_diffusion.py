@@ -20,8 +20,8 @@ Two more measurements:
   evaluation, which does not change the memory), in overlapping chunks (the default 512
   frames) and in one piece, each in a fresh process (``ru_maxrss``), beside the process's
   memory before sampling.
-* ``--quality BUNDLE --corpus DIR``: a trained diffusion vocoder on held-out clips of the
-  corpus (:mod:`wavegen.eval.vocoders`), MR-STFT distance and log-mel L1 against the
+* ``--quality BUNDLE --corpus DIR``: a trained diffusion vocoder on the test split's clips
+  of the corpus (keep the validation split for ``wavegen tune-steps``) (:mod:`wavegen.eval.vocoders`), MR-STFT distance and log-mel L1 against the
   recording at each ``--quality-nfe`` network-evaluation budget for each sampler (Heun's
   budget ``2 steps - 1``, so its steps are chosen to match), and whether some sampler at
   <= 10 NFE is within 10% of the best score at the largest budget.
@@ -149,7 +149,7 @@ def quality(bundle: str, corpus: str, budgets: list[int], clips: int, seconds: f
 
     torch.set_num_threads(threads)
     _, features = pipeline_vocoder(bundle, InferenceOptions())
-    held = heldout_clips(corpus, features, seconds, limit=clips)
+    held = heldout_clips(corpus, features, seconds, splits=("test",), limit=clips)
     print(f"# {bundle}: {len(held)} held-out clips of {seconds:g} s from {corpus}; torch "
           f"{torch.__version__}, {threads} threads")
     print("| sampler | NFE | steps | MR-STFT | log-mel L1 |")
