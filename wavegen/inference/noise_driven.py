@@ -14,7 +14,9 @@ Both turn Gaussian noise into audio under the conditioning, so both are seeded b
   the process stores for N in ``time_grids``, if any), with classifier-free guidance
   ``options.guidance`` (default: the process's scale; the unconditional branch is the
   network given zero conditioning, as :class:`~wavegen.train.tasks.diffusion.DiffusionTask`
-  trains it). An unconditional model continues a ``prompt`` by inpainting. Conditioned
+  trains it; a bundle trained on a labelled corpus takes ``options.label``, by name among its
+  ``extra.labels``, and guides against its "no label" row). An unconditional model
+  continues a ``prompt`` by inpainting. Conditioned
   runs go in overlapping chunks of ``options.chunk_frames`` frames with
   ``options.overlap_frames`` of context, their noise tied to sample positions, so memory is
   flat however long the input (:mod:`wavegen.diffusion.chunked`).
