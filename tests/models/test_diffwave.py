@@ -290,3 +290,14 @@ def test_a_trained_tiny_diffwave_holds_a_chord_off_the_hop_grid(one_thread):
     grid = max(level(rate / hop), level(2 * rate / hop))
     assert min(level(p) for p in pitches) > 5 * grid
     assert 0.5 < audio.std() / float(target.std()) < 2.0
+
+
+def test_the_input_level_map_is_applied_before_the_upsampler():
+    plain = tiny()
+    mapped = tiny(local_offset=6.0, local_scale=0.25)
+    mapped.load_state_dict(plain.state_dict())
+    x, t, mel = torch.randn(2, 1, 256), torch.tensor([0.2, 0.9]), torch.randn(2, 16, 4) - 8
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(x, t, mel), plain(x, t, (mel + 6.0) * 0.25))
+    with pytest.raises(ConfigError, match="local_scale must be a finite number > 0"):
+        DiffWaveConfig(local_scale=0.0)

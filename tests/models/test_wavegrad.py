@@ -231,3 +231,15 @@ def test_vocode_an_untrained_tiny_bundle(tmp_path):
     frames = wave.shape[-1] // 256
     assert rate == 16000 and audio.shape[-1] == frames * 256
     assert torch.isfinite(torch.as_tensor(audio)).all() and torch.as_tensor(audio).abs().max() > 0
+
+
+def test_the_input_level_map_is_applied_to_the_mel():
+    from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
+
+    torch.manual_seed(0)
+    plain = WaveGrad(WaveGradConfig.preset("tiny"))
+    mapped = WaveGrad(WaveGradConfig.preset("tiny", local_offset=6.0, local_scale=0.25))
+    mapped.load_state_dict(plain.state_dict())
+    x, t, mel = torch.randn(1, 1, 512), torch.tensor([0.4]), torch.randn(1, 80, 2) - 8
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(x, t, mel), plain(x, t, (mel + 6.0) * 0.25))

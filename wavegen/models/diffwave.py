@@ -67,6 +67,7 @@ from torch import nn
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, conv, layer
 from wavegen.nn.gated_residual import GatedResidualBlock
+from wavegen.nn.input_level import apply_input_level, check_input_level
 from wavegen.nn.upsample import prime_factors
 from wavegen.utils.config import DictConfig, from_preset
 
@@ -158,6 +159,10 @@ class DiffWaveConfig(DictConfig):
             schedule reaches at ``t``), the table of sines then cosines of ``n 10^(4 j / 63)``
             at the integer steps, linearly interpolated between rows for a fractional ``n``
             (the official fast sampler's lerp), ``n`` clamped to ``[0, N - 1]``.
+        local_offset, local_scale: the conditioning enters as ``(local + local_offset) *
+            local_scale`` (:mod:`wavegen.nn.input_level`); for natural-log mels
+            ``6.0`` and ``0.25`` map [-11.5, 2] to about [-1.4, 2]. The defaults leave it
+            as it is (imported checkpoints, piano rolls).
         global_classes: number of labels (0: no label conditioning).
         global_embedding_dim: width of the label embedding (128).
     """
@@ -174,6 +179,8 @@ class DiffWaveConfig(DictConfig):
     embedding_hidden: int = 512
     time_scale: float = 1000.0
     embedding_steps: int = 0
+    local_offset: float = 0.0
+    local_scale: float = 1.0
     global_classes: int = 0
     global_embedding_dim: int = 128
 
@@ -194,6 +201,7 @@ class DiffWaveConfig(DictConfig):
             raise bad(f"time_scale must be > 0, got {self.time_scale}")
         if self.global_classes < 0:
             raise bad(f"global_classes must be >= 0, got {self.global_classes}")
+        check_input_level("DiffWaveConfig", self.local_offset, self.local_scale)
         if not 0 <= self.embedding_steps <= 100_000:
             raise bad(f"embedding_steps must be in [0, 100000], got {self.embedding_steps}")
         if self.dilation_cycle > 30:
@@ -356,7 +364,9 @@ class DiffWave(nn.Module):
             raise UsageError(f"DiffWave: this model is conditioned on a {self.config.conditioning} "
                              f"[B, {self.config.conditioning_channels}, frames]; pass local")
         else:
-            local = self.upsample(local.to(x_t.dtype), length)
+            local = apply_input_level(local.to(x_t.dtype), self.config.local_offset,
+                                      self.config.local_scale)
+            local = self.upsample(local, length)
         labels = self._labels(global_cond, batch, x_t.device)
         x = F.relu(self.input_projection(x_t))
         if self.config.embedding_steps:

@@ -69,6 +69,7 @@ from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, conv
+from wavegen.nn.input_level import apply_input_level, check_input_level
 from wavegen.utils.config import DictConfig, from_dict, from_preset
 
 LRELU_SLOPE = 0.2
@@ -132,6 +133,9 @@ class WaveGradConfig(DictConfig):
         dblock_channels: channels of the waveform path at each UBlock's output resolution,
             fine first: the input conv's width, then each DBlock's output (as many entries
             as UBlocks).
+        local_offset, local_scale: the mel enters as ``(mel + local_offset) * local_scale``
+            (:mod:`wavegen.nn.input_level`; e.g. 6.0 and 0.25 for natural-log mels); the
+            defaults leave it as it is.
     """
 
     n_mels: int = 128
@@ -141,6 +145,8 @@ class WaveGradConfig(DictConfig):
     input_channels: int = 768
     ublock_channels: tuple[int, ...] = (512, 512, 256, 128, 128)
     dblock_channels: tuple[int, ...] = (32, 128, 128, 256, 512)
+    local_offset: float = 0.0
+    local_scale: float = 1.0
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ConfigError:
@@ -152,6 +158,7 @@ class WaveGradConfig(DictConfig):
         for key in ("hop_length", "sample_rate", "input_channels"):
             if getattr(self, key) < 1:
                 raise bad(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_input_level("WaveGradConfig", self.local_offset, self.local_scale)
         self.ublock_channels = tuple(self.ublock_channels)
         self.dblock_channels = tuple(self.dblock_channels)
         if not self.ublock_channels or any(c < 1 for c in self.ublock_channels):
@@ -354,7 +361,8 @@ class WaveGrad(nn.Module):
             h = block(h)
             features.append(h)
         films = [film(f, t) for film, f in zip(self.films, features)]
-        y = self.mel_in(local)
+        y = self.mel_in(apply_input_level(local, self.config.local_offset,
+                                          self.config.local_scale))
         for i, block in enumerate(self.ublocks):
             scale, shift = films[len(films) - 1 - i]
             y = block(y, scale, shift)
