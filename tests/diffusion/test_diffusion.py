@@ -484,3 +484,33 @@ def test_signal_scale_trains_and_samples_the_scaled_audio():
     torch.testing.assert_close(scaled.sample(denoise, noise=z, known=known, mask=mask), known)
     with pytest.raises(ConfigError, match="signal_scale"):
         DiffusionProcess(signal_scale=0.0)
+
+
+def test_cond_use_tells_a_model_that_follows_its_conditioning_from_one_that_does_not():
+    from wavegen.train.tasks.diffusion import DiffusionTask
+
+    process = DiffusionProcess()
+    schedule = process.make_schedule()
+    hop, frames = 8, 6
+
+    class Oracle(nn.Module):
+        """Reads x0 from the conditioning (frames of audio) and returns the exact eps."""
+
+        def forward(self, x_t, t, local=None):
+            x0 = local.transpose(1, 2).reshape(x_t.shape)
+            alpha, sigma = schedule.alpha_sigma(t.double())
+            alpha, sigma = alpha.float()[:, None, None], sigma.float()[:, None, None]
+            return (x_t - alpha * x0) / sigma
+
+    class Deaf(nn.Module):
+        def forward(self, x_t, t, local=None):
+            return 0.5 * x_t
+
+    audio = torch.randn(2, 1, hop * frames, generator=torch.Generator().manual_seed(0))
+    batch = {"audio": audio, "mel": audio.reshape(2, frames, hop).transpose(1, 2)}
+    oracle = DiffusionTask(Oracle(), process, local_key="mel").validation_metrics(Oracle(), batch)
+    assert oracle["loss"] < 1e-6 and oracle["cond_use"] > 0.99
+    deaf = DiffusionTask(Deaf(), process, local_key="mel").validation_metrics(Deaf(), batch)
+    assert deaf["cond_use"] == 0.0
+    assert "cond_use" not in DiffusionTask(Deaf(), process).validation_metrics(
+        Deaf(), {"audio": audio})
