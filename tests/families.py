@@ -293,3 +293,32 @@ def diffwave_bundle(folder: Path, **process: Any) -> tuple[nn.Module, str]:
                       features=resolve_features(dict(DIFFWAVE_FEATURES)), conditioning="mel",
                       process=DiffusionProcess(**settings).to_dict())
     return model, str(save_bundle(folder, model, info))
+
+
+WAVEGLOW_TINY = dict(n_mels=16, hop_length=64, sample_rate=16000, n_flows=4, n_group=8,
+                     n_early_every=2, n_early_size=2, wn_layers=2, wn_channels=8,
+                     upsample="nearest")
+
+
+def tiny_waveglow(seed: int = 0, **overrides):
+    """A tiny WaveGlow (16 mels, hop 64) whose couplings are not the identity (the end
+    convs start at zero)."""
+    from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
+
+    torch.manual_seed(seed)
+    model = WaveGlow(WaveGlowConfig(**{**WAVEGLOW_TINY, **overrides}))
+    with torch.no_grad():
+        for step in model.flows:
+            nn.init.normal_(step.coupling.net.end.weight, std=0.1)
+    return model
+
+
+def waveglow_bundle(folder: Path, **overrides: Any) -> tuple[nn.Module, str]:
+    """An untrained tiny WaveGlow bundle (16 kHz, 16 mels, hop 64) at ``folder``."""
+    from wavegen.checkpoint import BundleInfo, save_bundle
+    from wavegen.train.recipe import resolve_features
+
+    model = tiny_waveglow(**overrides).eval()
+    info = BundleInfo("waveglow", model.config, 16000,
+                      features=resolve_features(dict(DIFFWAVE_FEATURES)), conditioning="mel")
+    return model, str(save_bundle(folder, model, info))

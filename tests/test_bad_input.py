@@ -3,8 +3,9 @@
 Each verb has one table of :class:`Case` rows; a new verb or a new kind of bad input is a
 new row, not a new test. A row's argv may name placeholders that the fixtures below fill:
 
-* ``{vocoder}`` / ``{mel_model}`` / ``{wavenet}`` / ``{diffwave}``: small bundles (HiFi-GAN,
-  mel-conditioned WaveNet, unconditional WaveNet, mel DiffWave), never trained;
+* ``{vocoder}`` / ``{mel_model}`` / ``{wavenet}`` / ``{diffwave}`` / ``{waveglow}``: small
+  bundles (HiFi-GAN, mel-conditioned WaveNet, unconditional WaveNet, mel DiffWave, WaveGlow),
+  never trained;
 * ``{tone}`` / ``{silence}``: 0.3 s WAV files at 16 kHz;
 * ``{bad:NAME}``: a bad input file from :data:`BAD_FILES` (made on the fly);
 * ``{out}``: a fresh output folder that must stay empty.
@@ -26,7 +27,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from families import diffwave_bundle
+from families import diffwave_bundle, waveglow_bundle
 
 from wavegen.audio.features import PRESETS
 from wavegen.checkpoint import BundleInfo, save_bundle
@@ -342,9 +343,25 @@ DIFFUSION: list[Case] = [
          "none.wav"),
 ]
 
+#: Flow bundles (``{waveglow}``: untrained tiny WaveGlow, 16 mels) and the bias denoiser.
+FLOW: list[Case] = [
+    Case("80-band mel for 16", ("vocode", "{waveglow}", "--mel", "{bad:wrong_bands}", "-o",
+                                "{out}/x.wav"), "does not match the features [16, frames]"),
+    Case("steps for a flow", ("vocode", "{waveglow}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                              "--steps", "6"), "steps is for diffusion models"),
+    Case("negative sigma", ("vocode", "{waveglow}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                            "--sigma", "-0.5"), "sigma must be a finite number >= 0"),
+    Case("negative denoise", ("vocode", "{waveglow}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                              "--denoise", "-1"), "--denoise must be >= 0"),
+    Case("nan denoise", ("vocode", "{vocoder}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                         "--denoise", "nan"), "argument --denoise"),
+    Case("sigma for a GAN", ("vocode", "{vocoder}", "--wav", "{tone}", "-o", "{out}/x.wav",
+                             "--sigma", "0.5"), "sigma"),
+]
+
 TABLES: dict[str, list[Case]] = {"vocode": VOCODE, "sample": SAMPLE, "info": INFO,
                                  "train": TRAIN, "import": IMPORT, "prepare": PREPARE,
-                                 "diffusion": DIFFUSION}
+                                 "diffusion": DIFFUSION, "flow": FLOW}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -366,6 +383,7 @@ def make_bundles(root: Path) -> dict[str, Path]:
                 BundleInfo("wavenet", mel, 16000, MEL_FEATURES,
                            extra={"recipe": {"data": {"conditioning": "mel"}}}))
     diffwave_bundle(root / "diffwave")
+    waveglow_bundle(root / "waveglow")
     checkpoints = root / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "latest").write_text("../../wavenet\n")
@@ -373,6 +391,7 @@ def make_bundles(root: Path) -> dict[str, Path]:
     sf.write(root / "silence.wav", np.zeros(4800), 16000)
     return {"vocoder": root / "vocoder", "wavenet": root / "wavenet",
             "mel_model": root / "mel_model", "diffwave": root / "diffwave",
+            "waveglow": root / "waveglow",
             "bad_pointer": checkpoints / "latest", "tone": root / "tone.wav",
             "silence": root / "silence.wav"}
 

@@ -14,6 +14,7 @@ once (path + reason) and skipped; the job then exits non-zero.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from wavegen.audio.io import audio_writer
+from wavegen.bias_denoiser import BiasDenoiser
 from wavegen.data.audio_folder import AUDIO_SUFFIXES
 from wavegen.errors import UsageError, WavegenError
 from wavegen.inference import InferenceOptions, InputRequest, Pipeline, load
+from wavegen.inference.conditioning import Conditioning
 from wavegen.models.protocols import FEED_FORWARD, NOISE_DRIVEN
 from wavegen.utils.formatting import format_ratio
 
@@ -69,9 +72,25 @@ def load_vocoder(target: str | os.PathLike, options: InferenceOptions) -> Pipeli
     return pipeline
 
 
+def pipeline_denoiser(pipeline: Pipeline, options: InferenceOptions) -> BiasDenoiser:
+    """The :class:`~wavegen.bias_denoiser.BiasDenoiser` of a mel -> audio ``pipeline``: its
+    output for a silent mel of its own front-end, run with ``options`` (a flow at sigma 0,
+    its mean, as the WaveGlow authors measure the bias)."""
+    uses_sigma = any("sigma" in stage.uses for stage in pipeline.stages)
+    bias_options = dataclasses.replace(options, progress=False,
+                                       sigma=0.0 if uses_sigma else options.sigma)
+
+    def vocoder(mel):
+        return pipeline.run(Conditioning("mel", mel), bias_options).audio
+
+    return BiasDenoiser.from_vocoder(vocoder, pipeline.input.features)
+
+
 def vocode_file(pipeline: Pipeline, source: str | os.PathLike, output: str | os.PathLike,
-                kind: str, options: InferenceOptions) -> VocodeReport:
-    """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically.
+                kind: str, options: InferenceOptions,
+                denoise: tuple[BiasDenoiser, float] | None = None) -> VocodeReport:
+    """Vocode one ``source`` (``kind`` ``"wav"`` or ``"mel"``) into ``output`` atomically,
+    optionally through a bias denoiser ``(denoiser, strength)`` (streamed, flat memory).
 
     The input is read and checked before anything is created: a bad input leaves no file
     and no folder behind. The output's folder is created when needed."""
@@ -79,7 +98,16 @@ def vocode_file(pipeline: Pipeline, source: str | os.PathLike, output: str | os.
     conditioning = pipeline.conditioning(request)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with audio_writer(output, pipeline.sample_rate) as write:
-        result = pipeline.run(conditioning, options, sink=lambda piece: write(piece[0]))
+        def sink(piece):
+            write(piece[0])
+
+        stream = None
+        if denoise is not None:
+            stream = denoise[0].stream(denoise[1], lambda piece: write(piece[0].clamp(-1.0, 1.0)))
+            sink = stream
+        result = pipeline.run(conditioning, options, sink=sink)
+        if stream is not None:
+            stream.close()
     return VocodeReport(Path(output), result.audio_seconds, result.seconds, result.evaluations)
 
 
@@ -107,15 +135,17 @@ def plan_jobs(source: str, output: str, kind: str) -> list[tuple[Path, Path]]:
 
 def run_jobs(pipeline: Pipeline, jobs: list[tuple[Path, Path]], kind: str,
              options: InferenceOptions, report: Callable[[str], None] = print,
-             warn: Callable[[str], None] | None = None
+             warn: Callable[[str], None] | None = None,
+             denoise: tuple[BiasDenoiser, float] | None = None
              ) -> tuple[list[VocodeReport], list[tuple[Path, str]]]:
-    """Vocode every job. A single job's error propagates; in a folder job each failure is
-    reported once (``warn``, stderr by default) and skipped."""
+    """Vocode every job (through ``denoise`` if given, see :func:`vocode_file`). A single
+    job's error propagates; in a folder job each failure is reported once (``warn``, stderr
+    by default) and skipped."""
     warn = warn or (lambda text: print(text, file=sys.stderr))
     done, failed = [], []
     for source, output in jobs:
         try:
-            item = vocode_file(pipeline, source, output, kind, options)
+            item = vocode_file(pipeline, source, output, kind, options, denoise)
         except WavegenError as exc:
             if len(jobs) == 1:
                 raise
@@ -131,5 +161,5 @@ def run_jobs(pipeline: Pipeline, jobs: list[tuple[Path, Path]], kind: str,
     return done, failed
 
 
-__all__ = ["VocodeReport", "VOCODER_KINDS", "check_vocoder", "load_vocoder", "vocode_file",
-           "plan_jobs", "run_jobs"]
+__all__ = ["VocodeReport", "VOCODER_KINDS", "check_vocoder", "load_vocoder", "pipeline_denoiser",
+           "plan_jobs", "run_jobs", "vocode_file"]

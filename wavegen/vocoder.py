@@ -7,6 +7,10 @@ are vocoded in overlapping chunks so memory stays flat whatever the length: each
 vocoded, and only its centre is kept. A generator is a stack of convolutions, so when the
 context covers its receptive field (in frames) the kept centre equals the full-length
 output up to float rounding; :func:`receptive_frames` measures that reach.
+
+The bias denoiser that works with every vocoder family (the spectrum of the vocoder's output
+for a silent mel, subtracted with a strength) lives in :mod:`wavegen.bias_denoiser` and is
+re-exported here as :class:`BiasDenoiser`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from wavegen.audio.features import FeatureConfig
+from wavegen.bias_denoiser import BiasDenoiser  # noqa: F401  (re-exported)
 from wavegen.errors import FeatureMismatchError, UsageError
 from wavegen.nn.weight_norm import fold_weight_norm
 
@@ -152,4 +157,5 @@ def frames_for_seconds(seconds: float, features: FeatureConfig) -> int:
     return max(1, math.ceil(seconds * features.sample_rate / features.hop_length))
 
 
-__all__ = ["Vocoder", "VocodeResult", "receptive_frames", "CHUNK_FRAMES", "OVERLAP_FRAMES"]
+__all__ = ["BiasDenoiser", "Vocoder", "VocodeResult", "receptive_frames", "CHUNK_FRAMES",
+           "OVERLAP_FRAMES"]

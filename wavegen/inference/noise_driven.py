@@ -3,10 +3,12 @@
 Both turn Gaussian noise into audio under the conditioning, so both are seeded by
 ``options.seed`` and need no prompt. They differ in how they are driven:
 
-* a flow provides ``infer(local [B, C, frames], sigma) -> audio [B, 1, frames * hop]`` and
-  is run once; ``options.sigma`` is the std of its latent noise (None: ``infer``'s own
-  default). Its random draws come from torch's generator, which is forked and seeded for
-  the call, so the same seed gives the same audio and the caller's RNG stream is untouched.
+* a flow provides ``infer(local [B, C, frames], sigma) -> audio [B, 1, frames * hop]``;
+  ``options.sigma`` is the std of its latent noise (None: the model's default). A flow
+  whose ``infer`` also takes ``noise`` (WaveGlow) is rendered in chunks with noise tied to
+  sample positions, seeded by ``options.seed`` (flat memory); any other is run once with
+  torch's generator forked and seeded for the call. Either way the same seed gives the same
+  audio and the caller's RNG stream is untouched.
 * a diffusion model is a network ``model(x_t [B, 1, T], t [B], local=None) -> prediction``
   whose bundle records its :class:`~wavegen.diffusion.process.DiffusionProcess`
   (:attr:`BundleInfo.process`); it runs through the process's sampler, which
@@ -26,6 +28,7 @@ Both turn Gaussian noise into audio under the conditioning, so both are seeded b
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
@@ -45,10 +48,28 @@ def _synchronize(device: torch.device) -> None:
 
 
 class FlowAdapter(Adapter):
-    """One call of a flow's ``infer(local, sigma)``, seeded."""
+    """A flow's ``infer(local, sigma)``, seeded; chunked when the flow takes its noise.
+
+    A flow whose ``infer`` accepts ``noise`` (standard normals ``[B, 1, T]``, one per sample,
+    as :class:`~wavegen.models.waveglow.WaveGlow`'s) is rendered in overlapping chunks with
+    noise tied to sample positions (:func:`~wavegen.inference.chunked_noise.render_chunked`,
+    stream 0), so memory stays flat; the joins equal one pass when ``overlap_frames`` covers
+    the flow's receptive field. Weight normalisation is folded once when the adapter is
+    made, and ``options.bf16`` runs a flow whose ``infer`` takes ``dtype`` in bfloat16.
+    """
 
     kind = NOISE_DRIVEN
     uses = frozenset({"sigma"})
+
+    def __init__(self, model: nn.Module, info: BundleInfo):
+        super().__init__(model, info)
+        from wavegen.nn.weight_norm import fold_weight_norm, has_weight_norm
+
+        if has_weight_norm(model):
+            fold_weight_norm(model)
+        parameters = inspect.signature(model.infer).parameters
+        self.takes_noise = "noise" in parameters
+        self.takes_dtype = "dtype" in parameters
 
     def run(self, conditioning: Conditioning, options: InferenceOptions,
             sink: Sink | None = None) -> SynthesisResult:
@@ -56,8 +77,12 @@ class FlowAdapter(Adapter):
             raise UsageError(f"{self.name}: a flow needs its conditioning "
                              f"({self.input.describe()})")
         device = self.device()
-        local = conditioning.local.to(device, torch.float32)
         kwargs = {} if options.sigma is None else {"sigma": options.sigma}
+        if self.takes_dtype and options.bf16:
+            kwargs["dtype"] = torch.bfloat16
+        if self.takes_noise:
+            return self._run_chunked(conditioning.local, options, kwargs, sink)
+        local = conditioning.local.to(device, torch.float32)
         devices = [device] if device.type == "cuda" else []
         start = time.perf_counter()
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
@@ -69,6 +94,25 @@ class FlowAdapter(Adapter):
         _synchronize(device)
         seconds = time.perf_counter() - start
         return deliver(audio.clamp(-1.0, 1.0).cpu(), self.output, seconds, sink)
+
+    def _run_chunked(self, local: torch.Tensor, options: InferenceOptions, kwargs: dict,
+                     sink: Sink | None) -> SynthesisResult:
+        from wavegen.inference.chunked_noise import render_chunked
+
+        _, hop, _ = contract(self.info.model_config)
+        seed = options.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator_for(None)))
+
+        def render(window: torch.Tensor, noise) -> torch.Tensor:
+            return self.model.infer(window, noise=noise(0).to(window.device), **kwargs)
+
+        with torch.inference_mode():
+            audio, seconds = render_chunked(render, local, hop, seed,
+                                            chunk_frames=options.chunk_frames,
+                                            overlap_frames=options.overlap_frames, sink=sink,
+                                            device=self.device())
+        return SynthesisResult(audio, self.output, local.shape[-1] * hop, seconds)
 
 
 class DiffusionAdapter(Adapter):

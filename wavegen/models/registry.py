@@ -28,6 +28,7 @@ from wavegen.models.melgan import MelGANConfig, MelGANGenerator
 from wavegen.models.protocols import (FEED_FORWARD, NOISE_DRIVEN, SAMPLE_LEVEL, ModelConfigContract,
                                       check_kind, missing_methods)
 from wavegen.models.size import check_config_size
+from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
 from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 from wavegen.utils.registry import add_entry, remove_entry
@@ -147,7 +148,8 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                 Family("melgan", MelGANConfig, MelGANGenerator, FEED_FORWARD,
                        task="adversarial"),
                 Family("diffwave", DiffWaveConfig, DiffWave, NOISE_DRIVEN, task="diffusion"),
-                Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion")):
+                Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion"),
+                Family("waveglow", WaveGlowConfig, WaveGlow, NOISE_DRIVEN, task="likelihood")):
     register_family(_family)
 del _family
 

@@ -1,5 +1,6 @@
-"""Likelihood training: teacher-forced negative log-likelihood of sample-level models
-(WaveNet now; SampleRNN and the hierarchical priors share it)."""
+"""Likelihood training: the exact negative log-likelihood of sample-level models
+(teacher-forced: WaveNet; SampleRNN and the hierarchical priors share it) and of flows
+(WaveGlow: latents' Gaussian NLL minus the log-determinants), in nats per sample."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from wavegen.audio.metrics import nats_to_bits
 from wavegen.errors import ConfigError
-from wavegen.models.protocols import NOISE_DRIVEN, SAMPLE_LEVEL
+from wavegen.models.protocols import NOISE_DRIVEN, SAMPLE_LEVEL, FlowModel
 from wavegen.train.listening import conditioning_window, finish_listening, sample_length
 from wavegen.train.tasks.base import Objective, Task
 from wavegen.train.tasks.registry import TaskSpec
@@ -71,10 +72,21 @@ class LikelihoodTask(Task):
     def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
         """Sample ``seconds`` of audio from the model, conditioned on the batch's first
         example; ``sample.wav`` + ``sample.png`` and ``reference.wav`` (see
-        :mod:`wavegen.train.listening`). Returns the sample's NLL and entropy per sample."""
+        :mod:`wavegen.train.listening`). Returns the sample's NLL and entropy per sample
+        (a sample-level model) or the sample's log-mel L1 (a flow, which is sampled by
+        ``infer`` at its default sigma, seeded)."""
         from wavegen.sampling import SamplingOptions, generate
 
         length = sample_length(seconds, sample_rate)
+        if isinstance(model, FlowModel) and not hasattr(model, "step"):
+            local, _ = conditioning_window(conditioning_of(batch, self.local_key)[:1], length,
+                                           model.config.hop_length)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                audio = model.infer(local).float().clamp(-1.0, 1.0)
+            return finish_listening(out_dir, "sample", audio[..., :length],
+                                    batch["audio"][:1, :, :length], sample_rate, {},
+                                    features=self.features, mel_features=self.features)
         generated = length
         local = conditioning_of(batch, self.local_key)
         if local is not None:
