@@ -1,20 +1,24 @@
 #!/usr/bin/env python
-"""GAN vocoder inference: real-time factor and memory, MelGAN and HiFi-GAN V1/V3 at 22.05 kHz.
+"""Vocoder inference: real-time factor and memory, MelGAN, HiFi-GAN V1/V3 and WaveGlow at 22.05 kHz.
 
 Speed: each generator (random weights, weight norm folded, inference mode; speed does not
-depend on the weights) vocodes ``--seconds`` of log-mel in the default chunks; the
+depend on the weights) vocodes ``--seconds`` of log-mel in the default chunks (WaveGlow:
+the paper's model at sigma 0.6, rendered in chunks with positional noise as `wavegen vocode`
+does; ``waveglow-tiny`` is the CPU preset at 16 kHz-sized settings on the same mel); the
 real-time factor is wall time / audio duration (< 1 is faster than real time), the median
 of ``--repeats`` warm runs, on the CPU with ``--threads`` threads and, when CUDA is
 available, on the GPU in float32 and bf16.
 
 Memory: each measurement runs in a fresh process and reports its peak resident memory
 (VmHWM: interpreter, torch, model and input included): one pass over 60 s of mel, chunked
-vocoding of 60 s, and chunked vocoding of 10 minutes. The chunked output goes
+vocoding of 60 s, and chunked vocoding of 10 minutes (not for WaveGlow unless
+``--long-flow``: at its CPU speed 10 minutes of audio take most of an hour). The chunked output goes
 to a sink that drops it (as `wavegen vocode` streams it into the output file), so flat
 memory means the 10-minute peak equals the 60-second one.
 
 Usage: python scripts/bench_vocoder.py [--threads 2] [--seconds 10] [--repeats 3]
-       [--models melgan hifigan-v1 hifigan-v3] [--no-memory]
+       [--models melgan hifigan-v1 hifigan-v3 waveglow waveglow-tiny] [--no-memory]
+       [--long-flow]
 """
 
 from __future__ import annotations
@@ -31,19 +35,57 @@ import time
 import torch
 
 from wavegen.audio.features import PRESETS
+from wavegen.inference.chunked_noise import render_chunked
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
-from wavegen.vocoder import Vocoder
+from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
+from wavegen.nn.weight_norm import fold_weight_norm
+from wavegen.vocoder import CHUNK_FRAMES, OVERLAP_FRAMES, Vocoder
 
 FEATURES = PRESETS["hifigan-22k"]
-MODELS = ("melgan", "hifigan-v1", "hifigan-v3")
+MODELS = ("melgan", "hifigan-v1", "hifigan-v3", "waveglow", "waveglow-tiny")
+FLOWS = ("waveglow", "waveglow-tiny")
 
 
 def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if name == "melgan":
         return MelGANGenerator(MelGANConfig())
+    if name == "waveglow":
+        return WaveGlow(WaveGlowConfig.preset("paper"))
+    if name == "waveglow-tiny":
+        return WaveGlow(WaveGlowConfig.preset("tiny", sample_rate=FEATURES.sample_rate))
     return HiFiGANGenerator(HiFiGANConfig.preset(name.split("-")[1]))
+
+
+class FlowVocoder:
+    """A flow rendered as `wavegen vocode` renders it (FlowAdapter): weight norm folded,
+    chunks of CHUNK_FRAMES with OVERLAP_FRAMES of context, positional noise, sigma 0.6."""
+
+    def __init__(self, model: WaveGlow, device: str = "cpu", bf16: bool = False):
+        self.model = fold_weight_norm(model).eval().to(device)
+        self.device, self.dtype = device, torch.bfloat16 if bf16 else None
+
+    def __call__(self, mel: torch.Tensor, sink=None):
+        def render(window, noise):
+            return self.model.infer(window, sigma=0.6, noise=noise(0).to(window.device),
+                                    dtype=self.dtype)
+
+        with torch.inference_mode():
+            _, seconds = render_chunked(render, mel, self.model.config.hop_length, 0,
+                                        chunk_frames=CHUNK_FRAMES, overlap_frames=OVERLAP_FRAMES,
+                                        sink=sink or (lambda piece: None), device=self.device)
+        return type("Result", (), {"seconds": seconds})()
+
+    def one_pass(self, mel: torch.Tensor) -> None:
+        with torch.inference_mode():
+            self.model.infer(mel, sigma=0.6)
+
+
+def make_vocoder(name: str, device: str = "cpu", bf16: bool = False):
+    if name in FLOWS:
+        return FlowVocoder(build(name), device, bf16)
+    return Vocoder(build(name), FEATURES, device=device, bf16=bf16)
 
 
 def mel_for(seconds: float, batch: int = 1) -> torch.Tensor:
@@ -52,7 +94,7 @@ def mel_for(seconds: float, batch: int = 1) -> torch.Tensor:
 
 
 def real_time_factor(name: str, seconds: float, repeats: int, device: str, bf16: bool) -> float:
-    vocoder = Vocoder(build(name), FEATURES, device=device, bf16=bf16)
+    vocoder = make_vocoder(name, device, bf16)
     mel = mel_for(seconds)
     vocoder(mel[..., :64])  # warm-up (allocator, kernels)
     times = [vocoder(mel, sink=lambda piece: None).seconds for _ in range(repeats)]
@@ -71,10 +113,12 @@ def _status_mb(field: str) -> float:
 def memory_probe(name: str, seconds: float, mode: str) -> dict:
     """Runs in a child process: the process's peak resident memory (MiB), model included."""
     torch.set_num_threads(2)
-    vocoder = Vocoder(build(name), FEATURES)
+    vocoder = make_vocoder(name)
     mel = mel_for(seconds)
     start = time.perf_counter()
-    if mode == "one-pass":
+    if mode == "one-pass" and name in FLOWS:
+        vocoder.one_pass(mel)
+    elif mode == "one-pass":
         with torch.inference_mode():
             vocoder.generator(mel)
     else:
@@ -95,6 +139,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--long-flow", action="store_true",
+                        help="also measure WaveGlow's 10-minute chunked memory (slow on a CPU)")
     parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "SECONDS", "MODE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -122,8 +168,11 @@ def main() -> None:
         if not args.no_memory:
             one = probe_in_child(name, 60, "one-pass")["peak_mb"]
             short = probe_in_child(name, 60, "chunked")["peak_mb"]
-            long = probe_in_child(name, 600, "chunked")["peak_mb"]
-            row += f" {one:>14.0f} {short:>13.0f} {long:>14.0f} {one / max(short, 1):>6.1f}"
+            if name in FLOWS and name != "waveglow-tiny" and not args.long_flow:
+                long_text = "-"
+            else:
+                long_text = f"{probe_in_child(name, 600, 'chunked')['peak_mb']:.0f}"
+            row += f" {one:>14.0f} {short:>13.0f} {long_text:>14} {one / max(short, 1):>6.1f}"
         print(row, flush=True)
     print("RTF = wall time / audio duration (< 1: faster than real time); MB = peak resident "
           "memory of the process; ratio = one pass / chunked at 60 s.")

@@ -559,6 +559,10 @@ def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-weights", action="store_true", help="ignore EMA weights")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of noise-driven models (default 0)")
+    parser.add_argument("--denoise", type=_finite, default=None, metavar="STRENGTH",
+                        help="subtract STRENGTH x the vocoder's output spectrum for a silent "
+                             "mel (its stationary bias: WaveGlow's line noise, a GAN's hum); "
+                             "0.1 is mild, 1 removes it entirely; any vocoder")
     _add_noise_arguments(parser)
 
 
@@ -566,7 +570,7 @@ def _run_vocode(args: argparse.Namespace) -> int:
     from wavegen.inference import InferenceOptions
     from wavegen.utils.device import parse_device
     from wavegen.utils.formatting import format_ratio
-    from wavegen.vocode import load_vocoder, plan_jobs, run_jobs
+    from wavegen.vocode import load_vocoder, pipeline_denoiser, plan_jobs, run_jobs
 
     parse_device(args.device)
     _check_noise_arguments(args)
@@ -578,7 +582,12 @@ def _run_vocode(args: argparse.Namespace) -> int:
         overlap_frames=args.overlap_frames, sigma=args.sigma, sampler=args.sampler,
         steps=args.steps, eta=args.eta, label=args.label, warn=_warning_line)
     pipeline = load_vocoder(args.checkpoint, options)
-    done, failed = run_jobs(pipeline, jobs, kind, options)
+    denoise = None
+    if args.denoise is not None:
+        if args.denoise < 0:
+            raise UsageError(f"--denoise must be >= 0, got {args.denoise}")
+        denoise = (pipeline_denoiser(pipeline, options), args.denoise)
+    done, failed = run_jobs(pipeline, jobs, kind, options, denoise=denoise)
     audio = sum(item.audio_seconds for item in done)
     seconds = sum(item.seconds for item in done)
     print(f"vocoded {len(done)} of {len(jobs)} file(s), {audio:.1f} s of audio at "
@@ -650,15 +659,17 @@ register(Command(
 
 # --------------------------------------------------------------------------- import
 
-IMPORTERS = ("hifigan-official", "melgan-official", "diffwave-official")
+IMPORTERS = ("hifigan-official", "melgan-official", "diffwave-official", "waveglow-official")
 
 
 def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", choices=IMPORTERS,
                         help="hifigan-official (jik876/hifi-gan generator g_XXXXXXXX / "
                              "generator_v1), melgan-official (descriptinc/melgan-neurips "
-                             "best_netG.pt) or diffwave-official (lmnt-com/diffwave "
-                             "weights-STEP.pt)")
+                             "best_netG.pt), diffwave-official (lmnt-com/diffwave "
+                             "weights-STEP.pt) or waveglow-official (NVIDIA/waveglow "
+                             "checkpoints such as waveglow_256channels_universe_v5.pt, "
+                             "read without running the pickled code)")
     parser.add_argument("checkpoint", help="the other project's generator checkpoint")
     parser.add_argument("-o", "--output", required=True, help="bundle folder to create")
     parser.add_argument("--config", help="hifigan-official: the run's config.json")
@@ -670,6 +681,11 @@ def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
                         help="melgan-official: residual layers per stage")
     parser.add_argument("--ratios", type=int, nargs="+", default=[8, 8, 2, 2],
                         help="melgan-official: upsampling ratios")
+    parser.add_argument("--hop-length", type=_positive, default=None,
+                        help="waveglow-official: the upsampler's stride, which a plain state "
+                             "dict does not record (default: the checkpoint's, else 256)")
+    parser.add_argument("--sample-rate", type=_positive, default=None,
+                        help="waveglow-official: audio rate in Hz (default 22050)")
 
 
 def _run_import(args: argparse.Namespace) -> int:
@@ -681,6 +697,9 @@ def _run_import(args: argparse.Namespace) -> int:
     process, conditioning = None, "mel"
     if args.config and args.source != "hifigan-official":
         raise UsageError("--config is for hifigan-official")
+    for option, value in (("--hop-length", args.hop_length), ("--sample-rate", args.sample_rate)):
+        if value is not None and args.source != "waveglow-official":
+            raise UsageError(f"{option} is for waveglow-official")
     if args.source == "hifigan-official":
         from wavegen.importers import import_hifigan_official
         model, config, features = import_hifigan_official(args.checkpoint, args.config, args.preset)
@@ -691,6 +710,11 @@ def _run_import(args: argparse.Namespace) -> int:
         family, process = "diffwave", process.to_dict()
         if features is None:
             conditioning = "none"
+    elif args.source == "waveglow-official":
+        from wavegen.importers import import_waveglow_official
+        model, config, features = import_waveglow_official(args.checkpoint, args.hop_length,
+                                                           args.sample_rate)
+        family = "waveglow"
     else:
         from wavegen.importers import import_melgan_official
         model, config, features = import_melgan_official(

@@ -290,6 +290,13 @@ PRESETS: dict[str, FeatureConfig] = {
         "bigvgan-24k-100", sample_rate=24000, n_fft=1024, hop_length=256, win_length=1024,
         n_mels=100, fmin=0.0, fmax=12000.0, log="ln", log_clamp=1e-5, padding="hop_aligned",
         magnitude_eps=1e-9),
+    # Tacotron 2 / WaveGlow (NVIDIA tacotron2 TacotronSTFT, waveglow mel2samp.py): the
+    # HiFi-GAN filters and log, but centred frames (reflect padding of n_fft / 2) and a
+    # plain magnitude.
+    "tacotron2-22k": _preset(
+        "tacotron2-22k", sample_rate=22050, n_fft=1024, hop_length=256, win_length=1024,
+        n_mels=80, fmin=0.0, fmax=8000.0, log="ln", log_clamp=1e-5, padding="center",
+        magnitude_eps=0.0),
     # Vocos 24 kHz (gemelo-ai/vocos mel config): torchaudio defaults, i.e. HTK scale without
     # filter normalisation, fmax = Nyquist, centre padding, natural log clamped at 1e-7.
     "vocos-24k-100": _preset(

@@ -1,4 +1,5 @@
-"""DiffWave and WaveGrad recipes resume bitwise: 4 steps straight equal 2 + 2 resumed."""
+"""Noise-driven recipes (DiffWave, WaveGrad, WaveGlow) resume bitwise: 4 steps straight equal
+2 + 2 resumed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ FAST = ["--set", "train.val_every=2", "--set", "train.checkpoint_every=2",
         "--set", "train.ema_decay=0.9", "--no-progress"]
 
 
-@pytest.mark.parametrize("recipe", ["diffwave-tiny", "wavegrad-tiny"])
+@pytest.mark.parametrize("recipe", ["diffwave-tiny", "wavegrad-tiny", "waveglow-tiny"])
 def test_resume_is_bitwise(recipe, tmp_path, one_thread):
     path = str(RECIPES / f"{recipe}.yaml")
     assert main(["train", path, "--out", str(tmp_path / "a"), "--set", "train.steps=4", *FAST]) == 0
