@@ -27,6 +27,7 @@ from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
 from wavegen.models.protocols import (FEED_FORWARD, NOISE_DRIVEN, SAMPLE_LEVEL, ModelConfigContract,
                                       check_kind, missing_methods)
+from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 from wavegen.models.size import check_config_size
 from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
 from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
@@ -149,7 +150,8 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                        task="adversarial"),
                 Family("diffwave", DiffWaveConfig, DiffWave, NOISE_DRIVEN, task="diffusion"),
                 Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion"),
-                Family("waveglow", WaveGlowConfig, WaveGlow, NOISE_DRIVEN, task="likelihood")):
+                Family("waveglow", WaveGlowConfig, WaveGlow, NOISE_DRIVEN, task="likelihood"),
+                Family("samplernn", SampleRNNConfig, SampleRNN, SAMPLE_LEVEL, task="likelihood")):
     register_family(_family)
 del _family
 

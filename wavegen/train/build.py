@@ -14,13 +14,29 @@ from wavegen.train.tasks.base import Task
 
 
 def build_datasets(recipe: Recipe):
-    """(train, validation) datasets for the recipe's ``data`` section."""
+    """(train, validation) datasets for the recipe's ``data`` section; with
+    ``data.stream_chunks`` K > 1 the training set is :class:`~wavegen.data.streams.StreamChunks`
+    over crops K times as long (truncated BPTT), the validation set plain crops."""
+    train, validation = _build_datasets(recipe)
+    chunks = recipe.data.stream_chunks
+    if chunks == 1:
+        return train, validation
+    from wavegen.data.streams import StreamChunks
+
+    conditioning = recipe.data.conditioning
+    hop = (recipe.feature_config.hop_length if conditioning == "mel"
+           else recipe.data.hop_length if conditioning == "roll" else None)
+    return StreamChunks(train, chunks, hop), validation
+
+
+def _build_datasets(recipe: Recipe):
     data, features = recipe.data, recipe.feature_config
+    long = data.crop_samples * data.stream_chunks  # training crops (streams)
     mel_features = features if data.conditioning == "mel" else None
     seed = recipe.train.seed
     if data.kind == "tones":
         from wavegen.data.synthetic import ToneDataset
-        return (ToneDataset(data.size, data.sample_rate, data.crop_samples, mel_features, seed),
+        return (ToneDataset(data.size, data.sample_rate, long, mel_features, seed),
                 ToneDataset(data.validation_size, data.sample_rate, data.crop_samples,
                             mel_features, seed, split="validation"))
     cache_dir = data.cache_dir or str(Path(data.root) / ".wavegen-cache")
@@ -32,7 +48,8 @@ def build_datasets(recipe: Recipe):
 
         def make(split: str):
             return MaestroDataset(data.root, split=split, sample_rate=data.sample_rate,
-                                  crop_samples=data.crop_samples, hop_length=hop, roll=roll,
+                                  crop_samples=long if split == "train" else data.crop_samples,
+                                  hop_length=hop, roll=roll,
                                   features=mel_features, cache_dir=cache_dir, seed=seed,
                                   items_per_epoch=data.items_per_epoch)
         return make("train"), make("validation")
@@ -41,7 +58,8 @@ def build_datasets(recipe: Recipe):
     label_names(recipe)  # the model must have room for the classes (checked before caching)
 
     def make_folder(split: str):
-        return AudioFolderDataset(data.root, data.sample_rate, data.crop_samples, mel_features,
+        crop = long if split == "train" else data.crop_samples
+        return AudioFolderDataset(data.root, data.sample_rate, crop, mel_features,
                                   cache_dir, seed, split=split,
                                   validation_fraction=data.validation_fraction,
                                   items_per_epoch=data.items_per_epoch,

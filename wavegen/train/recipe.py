@@ -82,6 +82,10 @@ class DataConfig:
         validation_fraction: share of files held out by ``audio_folder``.
         labels: ``none``, or ``folder`` (``audio_folder``: each file's class is its
             top-level sub-folder; the model needs that many ``global_classes``).
+        stream_chunks: 1, or ``K`` > 1 for truncated backpropagation through time: each
+            training item is then a contiguous stream of ``K * crop_samples`` samples that a
+            batch lane reads one ``crop_samples`` chunk per step, the model's state carried
+            between chunks (:mod:`wavegen.data.streams`; recurrent models such as SampleRNN).
     """
 
     kind: str = "tones"
@@ -96,9 +100,11 @@ class DataConfig:
     validation_size: int = 16
     validation_fraction: float = 0.05
     labels: str = "none"
+    stream_chunks: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("sample_rate", "crop_samples", "hop_length", "size", "validation_size"):
+        for key in ("sample_rate", "crop_samples", "hop_length", "size", "validation_size",
+                    "stream_chunks"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
         if self.items_per_epoch is not None and self.items_per_epoch < 1:

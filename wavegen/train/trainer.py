@@ -51,7 +51,7 @@ from wavegen.checkpoint import (BundleInfo, auxiliary_file, load_training_state,
                                 save_bundle, EMA_FILE, MODEL_FILE)
 from wavegen.errors import CheckpointError, ConfigError
 from wavegen.train.config import TrainConfig
-from wavegen.train.data_plan import DataPlan
+from wavegen.train.data_plan import DataPlan, StreamPlan
 from wavegen.train.distributed import (DistInfo, all_ranks_ok, all_reduce_mean, barrier,
                                        init_from_environment)
 from wavegen.train.ema import EMA
@@ -147,8 +147,14 @@ class Trainer:
         self.device = pick_device(config)
         self.dist = dist_info or init_from_environment(self.device.type)
         self.progress = progress and self.dist.is_main
-        self.plan = DataPlan(len(train_set), config.batch_size, config.accumulate,
-                             self.dist.world_size, self.dist.rank, config.seed)
+        chunks = getattr(train_set, "chunks", None)  # StreamChunks: truncated-BPTT lanes
+        if chunks is not None:
+            self.plan: DataPlan = StreamPlan(len(train_set), config.batch_size, config.accumulate,
+                                             self.dist.world_size, self.dist.rank, config.seed,
+                                             chunks=chunks)
+        else:
+            self.plan = DataPlan(len(train_set), config.batch_size, config.accumulate,
+                                 self.dist.world_size, self.dist.rank, config.seed)
         task.model.to(self.device)
         self.auxiliary = task.auxiliary_modules()
         for module in self.auxiliary.values():
@@ -403,6 +409,7 @@ class Trainer:
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
+            "task": self.task.state_dict(),
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -454,5 +461,6 @@ class Trainer:
         torch.set_rng_state(state["rng_torch"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.task.load_state_dict(state.get("task") or {})
         self.step = int(state["step"])
         self.best = float(state["best"])

@@ -98,5 +98,12 @@ class Task(abc.ABC):
         """
         return {}
 
-    def extra_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
+        """What the task carries between optimiser steps besides module weights (plain
+        containers of tensors and numbers; e.g. the hidden states of truncated BPTT), saved
+        in every checkpoint's training state so ``--resume`` continues exactly; {} by
+        default."""
         return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (an empty dict: nothing carried)."""

@@ -23,18 +23,48 @@ def conditioning_of(batch: dict[str, torch.Tensor], key: str | None):
 
 
 class _NLL(nn.Module):
-    """``forward(batch) -> (nats per sample, metrics)`` for a model with ``loss()``."""
+    """``forward(batch) -> (nats per sample, metrics)`` for a model with ``loss()``.
+
+    A batch of stream chunks (``"chunk"`` and ``"stream"`` entries, see
+    :mod:`wavegen.data.streams`) trains by truncated BPTT instead:
+    ``model.tbptt_loss(audio, local, global_cond, state, reset)`` continues each lane from
+    the state the previous chunk of the same streams left (detached), and starts a lane
+    afresh at its stream's chunk 0. The carried states are keyed by the lanes' stream
+    indices, so micro-batches and resumed runs find theirs; :meth:`state_dict` is what a
+    checkpoint stores of them.
+    """
 
     def __init__(self, model: nn.Module, local_key: str | None, global_key: str | None):
         super().__init__()
         self.model = model
         self.local_key = local_key
         self.global_key = global_key
+        #: stream key -> {"step": optimiser step that wrote it, "state": the model's state}
+        self.carried: dict[str, dict] = {}
+        self.step = 0
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        loss = self.model.loss(batch["audio"], conditioning_of(batch, self.local_key),
-                               conditioning_of(batch, self.global_key))
+        if "chunk" in batch:
+            loss = self._tbptt(batch)
+        else:
+            loss = self.model.loss(batch["audio"], conditioning_of(batch, self.local_key),
+                                   conditioning_of(batch, self.global_key))
         return loss, {"nll": loss.detach().item(), "bits": nats_to_bits(loss.detach().item())}
+
+    def _tbptt(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = ",".join(str(s) for s in batch["stream"].tolist())
+        # states older than the previous step belong to finished streams
+        self.carried = {k: v for k, v in self.carried.items() if v["step"] >= self.step - 1}
+        entry = self.carried.get(key)
+        reset = batch["chunk"] == 0
+        if entry is None:  # a stream's first chunk (or a run resumed without its state)
+            reset = torch.ones_like(reset)
+        loss, state = self.model.tbptt_loss(batch["audio"],
+                                            conditioning_of(batch, self.local_key),
+                                            conditioning_of(batch, self.global_key),
+                                            None if entry is None else entry["state"], reset)
+        self.carried[key] = {"step": self.step, "state": state}
+        return loss
 
 
 class LikelihoodTask(Task):
@@ -61,6 +91,17 @@ class LikelihoodTask(Task):
 
     def objectives(self) -> dict[str, Objective]:
         return {"model": Objective(self.objective, list(self.model.parameters()))}
+
+    def set_step(self, step: int) -> None:
+        super().set_step(step)
+        self.objective.step = step
+
+    def state_dict(self) -> dict:
+        """The truncated-BPTT states carried into the next step ({} otherwise)."""
+        return {"carried": self.objective.carried} if self.objective.carried else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.objective.carried = dict(state.get("carried") or {})
 
     @torch.no_grad()
     def validation_metrics(self, model, batch):
@@ -119,6 +160,11 @@ def _check(recipe) -> None:
     if isinstance(model_class, type) and not callable(getattr(model_class, "loss", None)):
         raise ConfigError(f"task likelihood needs a model with loss(audio, local, global_cond); "
                           f"family {recipe.family.name} has none")
+    if recipe.data.stream_chunks > 1 and isinstance(model_class, type) \
+            and not callable(getattr(model_class, "tbptt_loss", None)):
+        raise ConfigError(f"data.stream_chunks {recipe.data.stream_chunks} trains by truncated "
+                          f"BPTT, which family {recipe.family.name} does not support (it has "
+                          f"no tbptt_loss); use stream_chunks 1")
 
 
 #: Recipes: ``task: likelihood`` (no section of its own).
