@@ -11,7 +11,8 @@ distribution over the 65,536 PCM values:
   bounds the probability of the PCM value from below (Theis et al. 2016), so
   ``bits = NLL(x + u) / ln 2 - log2 D`` is an upper bound of the flow's discrete code length
   (``-log2 D = 15``);
-* a categorical mu-law model (WaveNet, 256 classes) gives each class ``k`` a probability;
+* a categorical model (WaveNet, SampleRNN: 256 mu-law or linear classes) gives each class
+  ``k`` a probability;
   spreading it evenly over the ``n_k`` PCM values that quantise to ``k`` is a distribution
   over PCM values, with ``bits = -log2 P(k) + log2 n_k`` exactly;
 * a Gaussian fitted to the clips themselves (mean and variance of all their samples), and
@@ -33,7 +34,6 @@ import time
 import torch
 
 from wavegen.audio.features import get_preset
-from wavegen.audio.mulaw import mulaw_quantize
 from wavegen.checkpoint import load_bundle
 from wavegen.eval import heldout_clips
 from wavegen.models.protocols import FlowModel
@@ -49,10 +49,12 @@ def quantise_pcm(audio: torch.Tensor) -> torch.Tensor:
     return torch.round(audio.clamp(-1.0, 1.0 - PCM_STEP / 2) * 32768) / 32768
 
 
-def pcm_codes_per_class(mu: int) -> torch.Tensor:
-    """``[mu + 1]``: how many 16-bit PCM values fall into each mu-law class."""
+def pcm_codes_per_class(head: Categorical) -> torch.Tensor:
+    """``[classes]``: how many 16-bit PCM values the head's quantiser (mu-law or linear) puts
+    into each class."""
     values = torch.arange(-32768, 32768, dtype=torch.float64) / 32768
-    return torch.bincount(mulaw_quantize(values.float(), mu), minlength=mu + 1).double()
+    classes = head.targets_from_waveform(values.float()[None])[0]
+    return torch.bincount(classes, minlength=head.num_params).double()
 
 
 @torch.no_grad()
@@ -72,16 +74,18 @@ def flow_bits(model, clips, seed: int = 0) -> tuple[float, float]:
 
 @torch.no_grad()
 def categorical_bits(model, clips) -> tuple[float, float]:
-    """(bits per PCM sample, bits per mu-law sample) of a categorical mu-law WaveNet."""
+    """(bits per PCM sample, bits per quantised sample) of a sample-level model with a
+    categorical head (WaveNet, SampleRNN; mu-law or linear classes)."""
     from wavegen.models.wavenet import shift_right
 
     head = model.head
-    counts = pcm_codes_per_class(head.mu)
+    counts = pcm_codes_per_class(head)
     total_pcm, total_mu, samples = 0.0, 0.0, 0
     for clip in clips:
         pcm = quantise_pcm(clip.audio)
         targets = model.targets_from_waveform(pcm)
-        params = model(shift_right(targets, model.silence_input()), clip.mel)
+        local = clip.mel if model.config.conditioning_channels else None
+        params = model(shift_right(targets, model.silence_input()), local)
         log_p = head.log_prob(params, targets).double()  # [B, T] nats
         total_mu += -log_p.sum().item() / math.log(2)
         total_pcm += (-log_p / math.log(2) + counts[targets].log2()).sum().item()
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True, help="MAESTRO-format corpus folder")
     parser.add_argument("--bundle", action="append", default=[], metavar="NAME=PATH",
-                        help="a flow or a categorical mu-law sample-level bundle")
+                        help="a flow or a categorical sample-level bundle (WaveNet, SampleRNN)")
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
     parser.add_argument("--offset", type=float, default=1.0, help="clip start in each piece")
     parser.add_argument("--splits", nargs="+", default=["test"], help="held-out splits")
@@ -128,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             native = f"{nats:.3f} nats/sample"
         elif isinstance(getattr(model, "head", None), Categorical):
             bits, mu_bits = categorical_bits(model, clips)
-            native = f"{mu_bits:.3f} bits/mu-law"
+            native = f"{mu_bits:.3f} bits/class"
         else:
-            parser.error(f"{name}: neither a flow nor a categorical mu-law model")
+            parser.error(f"{name}: neither a flow nor a categorical sample-level model")
         print(f"{name:<24} {bits:>21.3f} {native:>22}", flush=True)
     print("bits / 16-bit sample: code length of the clips quantised to 16-bit PCM (flows: "
           "an upper bound by uniform dequantisation); lower is better.")

@@ -12,6 +12,9 @@ triton     WaveNet: fused Triton kernels per layer and for the head (+ draw); ru
            CPU under ``TRITON_INTERPRET=1`` (tests only: slow)
 cuda       WaveNet: a persistent CUDA C++ kernel (weights on chip, one launch for many
            samples)
+samplernn- SampleRNN: whole chunks of steps (draw included) in one session call, tiers
+cpu        stepped at frame boundaries, frame inputs and sample embedding folded into the
+           weights (:mod:`wavegen.kernels.samplernn_cpu`)
 ========== ============================================================================
 
 Each backend says what it can run (:meth:`Backend.supports`, asked before anything else,
@@ -42,6 +45,7 @@ _BACKENDS = {
     "cudagraph": "wavegen.kernels.cudagraph:CUDAGraphBackend",
     "triton": "wavegen.kernels.triton_backend:TritonBackend",
     "cuda": "wavegen.kernels.cuda:CUDABackend",
+    "samplernn-cpu": "wavegen.kernels.samplernn_cpu:SampleRNNCPUBackend",
 }
 BACKEND_NAMES = ("auto", *_BACKENDS)
 _instances: dict[str, Backend] = {}

@@ -291,6 +291,55 @@ class SampleRNNStepState:
     length: int
 
 
+@dataclass
+class SampleRNNTierWeights:
+    """One frame-level tier's weights as its incremental step uses them (the module's own
+    tensors, detached, not copies).
+
+    Attributes:
+        frame, ratio: the tier's frame size and the vectors each frame emits.
+        input: ``[dim, frame]`` the frame input projection (no bias); column ``i`` multiplies
+            the real value of the ``i``-th oldest of the frame's ``frame`` samples.
+        w_ih, w_hh: per RNN layer ``[gates * dim, dim]`` (PyTorch's gate order: GRU r, z,
+            n; LSTM i, f, g, o); b_ih, b_hh: per layer ``[gates * dim]``.
+        upsample_w, upsample_b: ``[ratio * dim, dim]``, ``[ratio * dim]``; rows
+            ``j * dim .. (j + 1) * dim`` give the frame's ``j``-th vector.
+    """
+
+    frame: int
+    ratio: int
+    input: torch.Tensor
+    w_ih: list[torch.Tensor]
+    w_hh: list[torch.Tensor]
+    b_ih: list[torch.Tensor]
+    b_hh: list[torch.Tensor]
+    upsample_w: torch.Tensor
+    upsample_b: torch.Tensor
+
+
+@dataclass
+class SampleRNNWeights:
+    """A SampleRNN's weights in the layout of its incremental step
+    (:meth:`SampleRNN.step_weights`), for sampling kernels to repack.
+
+    Attributes:
+        tiers: per RNN tier, top first.
+        embedding: ``[num_classes, embedding_dim]`` the MLP's sample embedding.
+        mlp_input: ``[dim, embedding_dim, F_last]`` the MLP's first layer (no bias); tap
+            ``i`` multiplies the embedding of the ``i``-th oldest of the last ``F_last``
+            samples.
+        mlp_hidden: per hidden layer ``(weight [dim, dim], bias [dim])``.
+        output_w, output_b: ``[num_classes, dim]``, ``[num_classes]``.
+    """
+
+    tiers: list[SampleRNNTierWeights]
+    embedding: torch.Tensor
+    mlp_input: torch.Tensor
+    mlp_hidden: list[tuple[torch.Tensor, torch.Tensor]]
+    output_w: torch.Tensor
+    output_b: torch.Tensor
+
+
 class SampleRNN(nn.Module):
     """SampleRNN over mu-law or linear classes; see the module docstring."""
 
@@ -359,6 +408,23 @@ class SampleRNN(nn.Module):
             raise UsageError(f"SampleRNN sequences must be a positive multiple of the top frame "
                              f"size {top} samples, got {length}")
         return batch, length
+
+    def _pad_length(self, inputs: torch.Tensor, local: torch.Tensor | None) -> int | None:
+        """``T`` when ``inputs`` ``[B, T]`` are class indices that :meth:`forward` pads to the
+        next whole top frame (``T`` not a multiple of it, and the local features, if any,
+        cover exactly the padded length); None otherwise (nothing to pad, or
+        :meth:`_check_inputs` refuses)."""
+        if inputs.dim() != 2 or inputs.is_floating_point() or inputs.is_complex():
+            return None
+        top = self.config.top_frame
+        length = inputs.shape[-1]
+        if length < 1 or length % top == 0:
+            return None
+        padded = length + (-length % top)
+        if local is not None and not (self.config.has_local and local.dim() == 3
+                                      and local.shape[-1] * self.config.hop_length == padded):
+            return None
+        return length
 
     def _check_state(self, state: Any, batch: int) -> None:
         c = self.config
@@ -490,6 +556,26 @@ class SampleRNN(nn.Module):
                 out[key] = torch.where(reset[None, None, :, None], fresh[key], state[key])
         return out
 
+    def step_weights(self) -> SampleRNNWeights:
+        """The weights in the layout of the incremental step (:class:`SampleRNNWeights`;
+        detached views of the parameters, no copies)."""
+        tiers = []
+        for tier in self.tiers:
+            rnn = tier.rnn
+            layers = range(rnn.num_layers)
+            tiers.append(SampleRNNTierWeights(
+                frame=tier.frame, ratio=tier.ratio, input=tier.input.weight.detach(),
+                w_ih=[getattr(rnn, f"weight_ih_l{k}").detach() for k in layers],
+                w_hh=[getattr(rnn, f"weight_hh_l{k}").detach() for k in layers],
+                b_ih=[getattr(rnn, f"bias_ih_l{k}").detach() for k in layers],
+                b_hh=[getattr(rnn, f"bias_hh_l{k}").detach() for k in layers],
+                upsample_w=tier.upsample.weight.detach(), upsample_b=tier.upsample.bias.detach()))
+        return SampleRNNWeights(
+            tiers=tiers, embedding=self.embedding.weight.detach(),
+            mlp_input=self.mlp_input.weight.detach(),
+            mlp_hidden=[(layer.weight.detach(), layer.bias.detach()) for layer in self.mlp_hidden],
+            output_w=self.output.weight.detach(), output_b=self.output.bias.detach())
+
     def _split_hidden(self, state: dict[str, torch.Tensor]) -> list[Any]:
         if self.config.rnn_type == "lstm":
             return [(h, c) for h, c in zip(state["h"], state["c"])]
@@ -551,8 +637,13 @@ class SampleRNN(nn.Module):
 
         Args:
             inputs: ``[B, T]`` previous samples (class indices; the targets shifted right
-                by one), ``T`` a multiple of ``frame_sizes[0]``.
-            local: ``[B, local_channels, T / hop_length]`` frame-rate features.
+                by one). ``T`` a multiple of ``frame_sizes[0]``, except without
+                ``return_state``: then any ``T >= 1`` is padded at the end with silence to
+                the next multiple and the output cropped back to ``T`` (exact: no position
+                reads a later input), provided the local features (if any) cover the
+                padded length.
+            local: ``[B, local_channels, frames]`` frame-rate features covering the
+                (padded) inputs, ``frames * hop_length`` samples.
             global_cond: ``[B]`` class indices.
             unconditional: drop all conditioning (the unconditional branch of CFG).
             state: where the stream stands (``forward(..., return_state=True)`` of the
@@ -563,6 +654,10 @@ class SampleRNN(nn.Module):
         Returns:
             ``[B, num_classes, T]`` (and the new state when asked).
         """
+        crop = self._pad_length(inputs, local) if not return_state else None
+        if crop is not None:
+            inputs = F.pad(inputs, (0, -crop % self.config.top_frame),
+                           value=self.silence_input())
         batch, length = self._check_inputs(inputs)
         drop = torch.ones(batch, dtype=torch.bool, device=inputs.device) if unconditional \
             else self._training_drop(batch, inputs.device)
@@ -575,7 +670,7 @@ class SampleRNN(nn.Module):
         params, hidden = self._run(inputs, history[:, 1:], self._split_hidden(state),
                                    self._frame_conditioning(locals_, globals_, length))
         if not return_state:
-            return params
+            return params if crop is None else params[..., :crop]
         top = self.config.top_frame
         new_history = torch.cat([history, inputs.to(history.dtype)], dim=1)[:, -top:]
         return params, {"history": new_history, **self._join_hidden(hidden)}
@@ -734,5 +829,5 @@ def describe(config: SampleRNNConfig) -> str:
 
 
 __all__ = ["QUANTIZATIONS", "RNN_TYPES", "SAMPLERNN_PRESETS", "LinearCategorical", "SampleRNN",
-           "SampleRNNConfig", "SampleRNNStepState", "describe", "make_head", "state_from_tensors",
-           "state_to_tensors"]
+           "SampleRNNConfig", "SampleRNNStepState", "SampleRNNTierWeights", "SampleRNNWeights",
+           "describe", "make_head", "state_from_tensors", "state_to_tensors"]

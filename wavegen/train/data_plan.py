@@ -36,7 +36,7 @@ class DataPlan:
                               f"micro-batches x {self.world_size} ranks")
         if self.steps_per_epoch < 1:
             raise ConfigError(f"the dataset has {self.dataset_size} items, fewer than one batch "
-                              f"({self.batch_size}{' streams' if hasattr(self, 'chunks') else ''})")
+                              f"({self.batch_size})")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -81,6 +81,9 @@ class StreamPlan(DataPlan):
         if self.chunks < 1 or self.dataset_size % self.chunks:
             raise ConfigError(f"{self.dataset_size} items are not whole streams of "
                               f"{self.chunks} chunks")
+        if self.streams < self.batch_size:
+            raise ConfigError(f"the dataset has {self.streams} streams, fewer than one batch "
+                              f"({self.batch_size} lanes)")
         super().__post_init__()
 
     @property

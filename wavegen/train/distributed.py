@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -55,6 +56,27 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(tensor)
     return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def gather_states(state: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``state`` (plain containers of tensors and numbers), in rank order, on
+    every rank, its tensors moved to the CPU; ``[state]`` for one process. E.g. what each
+    rank carries between steps, for the main rank to checkpoint."""
+    if not info.enabled:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, _to_cpu(state))
+    return states
+
+
+def _to_cpu(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _reduce_device() -> torch.device:

@@ -53,7 +53,7 @@ from wavegen.errors import CheckpointError, ConfigError
 from wavegen.train.config import TrainConfig
 from wavegen.train.data_plan import DataPlan, StreamPlan
 from wavegen.train.distributed import (DistInfo, all_ranks_ok, all_reduce_mean, barrier,
-                                       init_from_environment)
+                                       gather_states, init_from_environment)
 from wavegen.train.ema import EMA
 from wavegen.train.listening import check_listening_length, listening_batch, sample_length
 from wavegen.train.progress import PhaseClock, TrainingBar, summary_line, validation_line
@@ -400,7 +400,8 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
-    def _training_state(self) -> dict[str, Any]:
+    def _training_state(self, task_states: list[dict[str, Any]]) -> dict[str, Any]:
+        """``task_states``: every rank's ``task.state_dict()`` (:func:`gather_states`)."""
         state = {
             "step": self.step,
             "best": self.best,
@@ -409,13 +410,16 @@ class Trainer:
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
-            "task": self.task.state_dict(),
+            "task": task_states[0],
         }
+        if self.dist.enabled:  # each rank carries its own (e.g. its lanes' TBPTT states)
+            state["task_ranks"] = task_states
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def _checkpoint(self, val_metrics: dict[str, float]) -> None:
+        task_states = gather_states(self.task.state_dict(), self.dist)  # every rank takes part
         if not self.dist.is_main:
             barrier(self.dist)
             return
@@ -426,7 +430,7 @@ class Trainer:
         # save_bundle reports a full disk as a one-line StorageError and leaves the previous
         # checkpoints untouched; `latest` moves only once the new one is complete.
         path = save_bundle(folder.checkpoint(self.step), self.task.model, info,
-                           ema_state=ema_state, training_state=self._training_state(),
+                           ema_state=ema_state, training_state=self._training_state(task_states),
                            replace=True, auxiliary=self.auxiliary)
         with storage_errors_named(folder.checkpoints / LATEST):
             folder.set_latest(path)
@@ -461,6 +465,7 @@ class Trainer:
         torch.set_rng_state(state["rng_torch"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.task.load_state_dict(state.get("task") or {})
+        ranks = state.get("task_ranks")
+        self.task.load_state_dict((ranks[self.dist.rank] if ranks else state.get("task")) or {})
         self.step = int(state["step"])
         self.best = float(state["best"])

@@ -59,10 +59,14 @@ class _NLL(nn.Module):
         reset = batch["chunk"] == 0
         if entry is None:  # a stream's first chunk (or a run resumed without its state)
             reset = torch.ones_like(reset)
+        carried = None
+        if entry is not None:  # a resumed run loads the training state on the CPU
+            device = batch["audio"].device
+            carried = {k: v.to(device) for k, v in entry["state"].items()}
         loss, state = self.model.tbptt_loss(batch["audio"],
                                             conditioning_of(batch, self.local_key),
                                             conditioning_of(batch, self.global_key),
-                                            None if entry is None else entry["state"], reset)
+                                            carried, reset)
         self.carried[key] = {"step": self.step, "state": state}
         return loss
 
