@@ -98,7 +98,7 @@ def test_ranks_and_micro_batches_split_the_lanes_and_keep_them_for_the_whole_gro
     (dict(dataset_size=32, batch_size=2, chunks=0), "not whole streams of 0 chunks"),
     (dict(dataset_size=32, batch_size=6, accumulate=4, chunks=4), "does not split"),
     (dict(dataset_size=32, batch_size=4, accumulate=2, world_size=4, chunks=4), "does not split"),
-    (dict(dataset_size=12, batch_size=4, chunks=4), "fewer than one batch (4 streams)"),
+    (dict(dataset_size=12, batch_size=4, chunks=4), "3 streams, fewer than one batch (4 lanes)"),
 ])
 def test_bad_stream_plans_are_one_line_config_errors(kwargs, word):
     with pytest.raises(ConfigError) as info:
