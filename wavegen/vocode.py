@@ -74,14 +74,13 @@ def load_vocoder(target: str | os.PathLike, options: InferenceOptions) -> Pipeli
 
 def pipeline_denoiser(pipeline: Pipeline, options: InferenceOptions) -> BiasDenoiser:
     """The :class:`~wavegen.bias_denoiser.BiasDenoiser` of a mel -> audio ``pipeline``: its
-    output for a silent mel of its own front-end, run with ``options`` (a flow at sigma 0,
-    its mean, as the WaveGlow authors measure the bias)."""
-    uses_sigma = any("sigma" in stage.uses for stage in pipeline.stages)
-    bias_options = dataclasses.replace(options, progress=False,
-                                       sigma=0.0 if uses_sigma else options.sigma)
+    output for a silent mel of its own front-end, run with ``options`` as the real input
+    will be (a flow at the same sigma: its line tones grow with the latent noise, so a bias
+    measured at sigma 0 would miss most of them)."""
+    quiet = dataclasses.replace(options, progress=False)
 
     def vocoder(mel):
-        return pipeline.run(Conditioning("mel", mel), bias_options).audio
+        return pipeline.run(Conditioning("mel", mel), quiet).audio
 
     return BiasDenoiser.from_vocoder(vocoder, pipeline.input.features)
 
