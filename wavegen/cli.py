@@ -453,7 +453,8 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the raw trained weights, not their moving average (EMA)")
     parser.add_argument("--backend", default="auto",
                         help="sampling backend: auto (fastest usable), reference, cpu, triton, "
-                             "cudagraph or cuda (see `wavegen doctor`)")
+                             "cudagraph, cuda (WaveNet) or samplernn-cpu (SampleRNN); see "
+                             "`wavegen doctor`")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     _add_noise_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

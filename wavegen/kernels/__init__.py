@@ -1,21 +1,21 @@
 """Incremental sampling backends, chosen by name or ``auto``.
 
-========== ============================================================================
-name       what it is
-========== ============================================================================
-reference  the model's own ``step`` and the reference draw (:mod:`wavegen.kernels.reference`):
-           any sample-level model, always usable
-cpu        WaveNet: a fused C step compiled on first use, whole generation in one call per
-           chunk (:mod:`wavegen.kernels.cpu`)
-cudagraph  WaveNet: the per-layer step captured once as a CUDA graph and replayed
-triton     WaveNet: fused Triton kernels per layer and for the head (+ draw); runs on the
-           CPU under ``TRITON_INTERPRET=1`` (tests only: slow)
-cuda       WaveNet: a persistent CUDA C++ kernel (weights on chip, one launch for many
-           samples)
-samplernn- SampleRNN: whole chunks of steps (draw included) in one session call, tiers
-cpu        stepped at frame boundaries, frame inputs and sample embedding folded into the
-           weights (:mod:`wavegen.kernels.samplernn_cpu`)
-========== ============================================================================
+============== ============================================================================
+name           what it is
+============== ============================================================================
+reference      the model's own ``step`` and the reference draw (:mod:`wavegen.kernels.reference`):
+               any sample-level model, always usable
+cpu            WaveNet: a fused C step compiled on first use, whole generation in one call per
+               chunk (:mod:`wavegen.kernels.cpu`)
+cudagraph      WaveNet: the per-layer step captured once as a CUDA graph and replayed
+triton         WaveNet: fused Triton kernels per layer and for the head (+ draw); runs on the
+               CPU under ``TRITON_INTERPRET=1`` (tests only: slow)
+cuda           WaveNet: a persistent CUDA C++ kernel (weights on chip, one launch for many
+               samples)
+samplernn-cpu  SampleRNN: whole chunks of steps (draw included) per call, tiers stepped at
+               frame boundaries, frame inputs and sample embedding folded into the weights
+               (:mod:`wavegen.kernels.samplernn_cpu`)
+============== ============================================================================
 
 Each backend says what it can run (:meth:`Backend.supports`, asked before anything else,
 then :meth:`~Backend.unavailable` for the device and :meth:`~Backend.supports_options`).

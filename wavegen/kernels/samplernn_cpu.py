@@ -22,9 +22,24 @@ repacked once per model (:class:`StepWeights`) and direct PyTorch ops on buffers
   embeddings of the last ``F_last`` samples; it becomes a table ``[F_last, classes, dim]``
   (each embedding times its slice of the layer), and the layer one ``embedding_bag`` sum
   of ``F_last`` rows.
+* **Feature-major activations** (``[features, B]``): every product is
+  ``weight @ activations``, the layout in which MKL runs small batches fastest (about
+  1.7x ``activations @ weight.T`` at batch 16 for the ``1024 x 3072`` GRU matrices on an
+  AVX-512 Xeon, the same at batch 1), and a frame's vectors are contiguous row blocks.
 * **The draw inline**, by the rules of :mod:`wavegen.sampling.draw` operation by
   operation (log-softmax, temperature, inverse CDF on the uniforms; greedy at 0), written
   straight into the history buffers.
+
+Why PyTorch ops and not a fused C step (like the WaveNet ``cpu`` backend): at the paper's
+sizes (dim 1024) the matrix products are ~85-90% of a step even at batch 1, where the step
+streams ~24 MB of weights per sample and runs at the memory bandwidth of a core; the
+per-step Python and dispatch overhead is ~0.1 ms of ~2 ms (batch 1) or ~5 ms (batch 16).
+A hand-written AVX-512 product measured 5% (batch 1) to 10-20% (batch 16) faster than
+MKL's on the same machine, so a fused C step would gain ~1.1-1.2x at most, against
+~1.5x (batch 1) and ~2x (batch 16) for this path over the reference step (see
+``scripts/bench_samplernn.py``). bfloat16 weights (half the bytes) move the head
+parameters by ~4e-3 of their largest value (random paper-size weights), far outside the
+1e-4 the backends are held to, so everything stays float32.
 
 Numerics: float32 throughout. Folding and the different summation orders move the head
 parameters by ~1e-6 relative from the reference's (tested to 1e-4); the draw is the
@@ -33,8 +48,14 @@ where a uniform falls within rounding error of a class boundary (practically nev
 Top-p, typical filtering and guidance run in the reference loop only
 (:meth:`Backend.supports_options` refuses them, so ``auto`` falls back to ``reference``).
 
-Teacher-forced diagnostics (the NLL / entropy of the result) come from stateful
-``forward`` passes over windows of bounded memory (:meth:`teacher_forced_windows`).
+Diagnostics (the NLL / entropy of the result, :meth:`teacher_forced_windows`): a session
+keeps the head parameters of every step it runs when they fit in :data:`RECORD_BYTES`
+(the transposed copy each step makes anyway goes there), and hands those to the driver,
+which is what the reference loop scores, at no extra cost; a teacher-forced pass costs
+about as much as sampling itself at batch 16 (the same products, batched better:
+~2.8 ms per step-equivalent against ~5 ms per sampling step). Longer generations (or
+inputs other than the session's own) get stateful ``forward`` passes over windows of
+bounded memory instead.
 """
 
 from __future__ import annotations
@@ -51,6 +72,11 @@ from wavegen.kernels.base import Backend, Session
 
 #: Bytes of activations one teacher-forced diagnostics window may hold (roughly).
 DIAGNOSTICS_WINDOW_BYTES = 256 * 2 ** 20
+#: Bytes of per-step head parameters a session keeps for the diagnostics (more steps than
+#: fit: teacher-forced passes instead).
+RECORD_BYTES = 256 * 2 ** 20
+#: Positions per diagnostics window from the recorded parameters.
+RECORD_WINDOW = 4096
 #: Steps the history buffers hold before they are rolled back to the start.
 HISTORY_STEPS = 8192
 
@@ -95,9 +121,7 @@ class StepWeights:
         c = model.config
         w = model.step_weights()
         self.dim = c.dim
-        self.gates = 4 if c.rnn_type == "lstm" else 3
         self.lstm = c.rnn_type == "lstm"
-        self.num_classes = c.num_classes
 
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(torch.float32).contiguous()
@@ -149,6 +173,14 @@ class SampleRNNCPUSession(Session):
         with torch.no_grad():
             state = model.start(batch, length, local, global_cond, prompt=prompt)
             self._init_state(state)
+        # Every step's head parameters [steps, B, classes] and input [steps, B], from the
+        # first step after the prompt, when they fit (module docstring: diagnostics).
+        self.start_time = self.time
+        steps, classes = max(length - self.time, 0), self.config.num_classes
+        self.recorded_params = self.recorded_inputs = None
+        if steps * batch * classes * 4 <= RECORD_BYTES:
+            self.recorded_params = torch.empty(steps, batch, classes)
+            self.recorded_inputs = torch.empty(steps, batch, dtype=torch.int64)
 
     # ------------------------------------------------------------------ state
     def _init_state(self, state) -> None:
@@ -181,6 +213,7 @@ class SampleRNNCPUSession(Session):
         last = c.frame_sizes[-1]
         self.window_offsets = (torch.arange(last) * c.num_classes).expand(batch, last)
         self.window = torch.empty(batch, last, dtype=torch.int64)
+        self.bags = torch.arange(batch) * last  # embedding_bag offsets: one bag per item
         # Per tier t >= 1: the gate-input terms W_ih (u_j + c) + b_ih of the upper tier's
         # current frame [gates d, ratio_{t-1}, B]; for the MLP the last tier's vectors
         # [ratio * d, B] (vector j: rows j d .. (j + 1) d).
@@ -296,15 +329,21 @@ class SampleRNNCPUSession(Session):
         j = n % last
         window = torch.add(self.seq[p - last + 1:p + 1].t(), self.window_offsets,
                            out=self.window)
-        h = torch.add(self.mlp_vectors[j * d:(j + 1) * d],
-                      F.embedding_bag(window, w.table, mode="sum").t()).relu_()
+        embedded = F.embedding_bag(window.view(-1), w.table, self.bags, mode="sum")
+        h = torch.add(self.mlp_vectors[j * d:(j + 1) * d], embedded.t()).relu_()
         for weight, bias in w.hidden:
             h = torch.addmm(bias, weight, h).relu_()
         return torch.addmm(w.output_b_col, w.output_w, h)
 
     def _params(self, n: int) -> torch.Tensor:
-        """Head parameters ``[B, classes]`` (contiguous, as the reference step returns them)."""
-        return self._logits(n).t().contiguous()
+        """Head parameters ``[B, classes]`` (contiguous, as the reference step returns them;
+        a row of the record when the session keeps one)."""
+        logits = self._logits(n)
+        if self.recorded_params is None:
+            return logits.t().contiguous()
+        i = n - self.start_time
+        self.recorded_inputs[i] = self.seq[self.p]
+        return self.recorded_params[i].copy_(logits.t())
 
     def _push(self, previous: torch.Tensor) -> None:
         """Feed ``previous`` ``[B]`` (class indices) as the newest input."""
@@ -327,7 +366,7 @@ class SampleRNNCPUSession(Session):
         self._push(previous.cpu())
         params = self._params(self.time)
         self.time += 1
-        return params
+        return params if self.recorded_params is None else params.clone()
 
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
@@ -361,15 +400,32 @@ class SampleRNNCPUSession(Session):
 
     # ------------------------------------------------------------------ diagnostics
     def teacher_forced_windows(self, local, global_cond):
-        """Stateful ``forward`` passes over windows of whole top frames (and conditioning
-        frames), the RNN states carried from one to the next, so memory stays bounded
-        however long the generation; the last window may be ragged (``forward`` pads it)."""
+        """The head parameters this session computed, when it kept them and ``inputs`` are
+        the ones it consumed after the prompt; else stateful ``forward`` passes over
+        windows of whole top frames (and conditioning frames), the RNN states carried from
+        one to the next, so memory stays bounded however long the generation (the last
+        window may be ragged: ``forward`` pads it)."""
         model, c = self.model, self.config
+
+        def recorded(inputs: torch.Tensor, first: int):
+            steps = self.time - self.start_time
+            if (self.recorded_params is None or first != self.start_time
+                    or inputs.shape != (self.batch, self.time)
+                    or not torch.equal(inputs[:, first:].cpu(),
+                                       self.recorded_inputs[:steps].t())):
+                return None
+            return ((first + t0, self.recorded_params[t0:t0 + RECORD_WINDOW].permute(1, 2, 0))
+                    for t0 in range(0, steps, RECORD_WINDOW))
+
         unit = c.top_frame if not c.has_local else c.hop_length
         per_position = self.batch * c.dim * 4 * (2 * c.mlp_layers + 4 * c.num_tiers + 2)
         size = max(unit, DIAGNOSTICS_WINDOW_BYTES // per_position // unit * unit)
 
         def windows(inputs: torch.Tensor, first: int):
+            kept = recorded(inputs, first)
+            if kept is not None:
+                yield from kept
+                return
             total = inputs.shape[-1]
             state = None
             for t0 in range(0, total, size):
