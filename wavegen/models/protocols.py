@@ -187,8 +187,10 @@ class DiscreteAutoencoder(Protocol):
     def num_levels(self) -> int:
         """Levels of the hierarchy (1 for a plain VQ-VAE)."""
 
-    def autoencode(self, audio: torch.Tensor) -> tuple[torch.Tensor, Sequence[VQOutput]]:
-        """``audio`` ``[B, 1, T]`` -> (reconstruction ``[B, 1, T]``, one
+    def autoencode(self, audio: torch.Tensor
+                   ) -> tuple[torch.Tensor | Sequence[torch.Tensor], Sequence[VQOutput]]:
+        """``audio`` ``[B, 1, T]`` -> (reconstruction ``[B, 1, T]``, or one per level when the
+        levels are trained jointly as separate autoencoders, finest first; one
         :class:`~wavegen.nn.vector_quantizer.VQOutput` per quantiser); the training pass."""
 
     def encode(self, audio: torch.Tensor, level: int = 0) -> torch.Tensor:

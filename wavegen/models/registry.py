@@ -25,10 +25,12 @@ from wavegen.errors import ConfigError
 from wavegen.models.diffwave import DiffWave, DiffWaveConfig
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
-from wavegen.models.protocols import (FEED_FORWARD, NOISE_DRIVEN, SAMPLE_LEVEL, ModelConfigContract,
-                                      check_kind, missing_methods)
+from wavegen.models.protocols import (DISCRETE_AUTOENCODER, FEED_FORWARD, NOISE_DRIVEN,
+                                      SAMPLE_LEVEL, ModelConfigContract, check_kind,
+                                      missing_methods)
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 from wavegen.models.size import check_config_size
+from wavegen.models.vqvae import VQVAE, VQVAEConfig
 from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
 from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
@@ -151,7 +153,8 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                 Family("diffwave", DiffWaveConfig, DiffWave, NOISE_DRIVEN, task="diffusion"),
                 Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion"),
                 Family("waveglow", WaveGlowConfig, WaveGlow, NOISE_DRIVEN, task="likelihood"),
-                Family("samplernn", SampleRNNConfig, SampleRNN, SAMPLE_LEVEL, task="likelihood")):
+                Family("samplernn", SampleRNNConfig, SampleRNN, SAMPLE_LEVEL, task="likelihood"),
+                Family("vqvae", VQVAEConfig, VQVAE, DISCRETE_AUTOENCODER, task="vq")):
     register_family(_family)
 del _family
 

@@ -11,12 +11,21 @@ The model is any ``nn.Module`` with
 where ``recon`` is the mean squared (``"l2"``) or absolute (``"l1"``) sample error and the
 multi-resolution STFT loss is :class:`~wavegen.audio.losses.MultiResolutionSTFTLoss`
 (Jukebox adds a spectral loss because a sample-level L2 alone ignores high frequencies).
+
+A hierarchy whose levels each decode the audio on their own and train together (Jukebox)
+returns a list of reconstructions instead, one per level, finest first: each is scored
+against the audio and the reconstruction and spectral terms are summed over them. Validation
+then reports the mean ``mr_stft`` and each level's ``mr_stft_level{i}``, and the samples are
+the finest level's ``reconstruction.wav`` and each coarser one's
+``reconstruction-level{i}.wav``.
+
 The codebooks are learned by their own EMA updates inside the forward pass, so they take no
 optimiser; note that with gradient accumulation each micro-batch makes one EMA update.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -82,15 +91,22 @@ class VQConfig:
 
 
 def _autoencode(model: nn.Module, audio: torch.Tensor):
-    """Run ``model.autoencode`` and check what it returns: ``(recon [B, 1, T], outputs)``."""
+    """Run ``model.autoencode`` and check what it returns: ``(recon [B, 1, T], outputs)``
+    or ``([recon [B, 1, T] per level], outputs)``; returns ``([recon, ...], outputs)``."""
     reconstruction, outputs = model.autoencode(audio)
-    if reconstruction.shape != audio.shape:
-        raise UsageError(f"autoencode returned {tuple(reconstruction.shape)} for audio "
-                         f"{tuple(audio.shape)}; the shapes must be equal")
+    estimates = (list(reconstruction) if isinstance(reconstruction, (list, tuple))
+                 else [reconstruction])
+    if not estimates:
+        raise UsageError("autoencode returned an empty list of reconstructions")
+    for estimate in estimates:
+        if not torch.is_tensor(estimate) or estimate.shape != audio.shape:
+            shape = tuple(estimate.shape) if torch.is_tensor(estimate) else type(estimate).__name__
+            raise UsageError(f"autoencode returned {shape} for audio {tuple(audio.shape)}; the "
+                             f"shapes must be equal")
     outputs = list(outputs)
     if not outputs:
         raise UsageError("autoencode returned no VQOutput")
-    return reconstruction, outputs
+    return estimates, outputs
 
 
 class _VQLoss(nn.Module):
@@ -105,14 +121,18 @@ class _VQLoss(nn.Module):
         self.spectral = MultiResolutionSTFTLoss(resolutions)
 
     def terms(self, model: nn.Module, audio: torch.Tensor):
-        """Loss terms of ``model`` on ``audio`` ``[B, 1, T]``: ``(reconstruction, {name: tensor})``
-        with float32 scalars ``loss``, ``recon``, ``spectral``, ``commit``, ``perplexity``
-        (mean over levels), ``used`` (mean over levels) and ``restarted`` (sum over levels)."""
-        estimate, outputs = _autoencode(model, audio)
-        difference = estimate.float() - audio.float()
-        recon = difference.pow(2).mean() if self.reconstruction == "l2" else difference.abs().mean()
-        spectral = (self.spectral.to(audio.device)(estimate, audio).total
-                    if self.spectral_weight > 0 else torch.zeros((), device=audio.device))
+        """Loss terms of ``model`` on ``audio`` ``[B, 1, T]``: ``([reconstruction, ...],
+        {name: tensor})`` with float32 scalars ``loss``, ``recon`` and ``spectral`` (summed
+        over the reconstructions), ``commit``, ``perplexity`` (mean over levels), ``used``
+        (mean over levels) and ``restarted`` (sum over levels)."""
+        estimates, outputs = _autoencode(model, audio)
+        recon = spectral = torch.zeros((), device=audio.device)
+        for estimate in estimates:
+            difference = estimate.float() - audio.float()
+            recon = recon + (difference.pow(2).mean() if self.reconstruction == "l2"
+                             else difference.abs().mean())
+            if self.spectral_weight > 0:
+                spectral = spectral + self.spectral.to(audio.device)(estimate, audio).total
         commit = torch.stack([o.commitment_loss.float() for o in outputs]).sum()
         loss = recon + self.spectral_weight * spectral + commit
         values = {
@@ -121,7 +141,7 @@ class _VQLoss(nn.Module):
             "used": torch.stack([o.used_fraction.float() for o in outputs]).mean(),
             "restarted": torch.stack([o.restarted.float() for o in outputs]).sum(),
         }
-        return estimate, values
+        return estimates, values
 
     def forward(self, batch: dict[str, torch.Tensor]):
         _, values = self.terms(self.model, batch["audio"])
@@ -142,7 +162,8 @@ class VQTask(Task):
             half the largest ``fft_size``.
 
     Validation (eval mode: deterministic, no codebook updates) reports ``loss``, ``recon``,
-    ``mr_stft`` (mean per-item multi-resolution STFT distance), ``perplexity`` and ``used``.
+    ``mr_stft`` (mean per-item multi-resolution STFT distance), ``perplexity`` and ``used``
+    (and ``mr_stft_level{i}`` for a model that returns one reconstruction per level).
     """
 
     def __init__(self, model: nn.Module, features=None, spectral_weight: float = 1.0,
@@ -172,28 +193,41 @@ class VQTask(Task):
 
     def validation_metrics(self, model, batch):
         audio = batch["audio"]
-        estimate, values = self._evaluate(model, audio)
-        mr_stft = multi_resolution_stft_distance(audio, estimate, self.resolutions).total.mean()
-        return {"loss": float(values["loss"]), "recon": float(values["recon"]),
-                "mr_stft": float(mr_stft), "perplexity": float(values["perplexity"]),
-                "used": float(values["used"])}
+        estimates, values = self._evaluate(model, audio)
+        distances = [float(multi_resolution_stft_distance(audio, estimate,
+                                                          self.resolutions).total.mean())
+                     for estimate in estimates]
+        metrics = {"loss": float(values["loss"]), "recon": float(values["recon"]),
+                   "mr_stft": sum(distances) / len(distances),
+                   "perplexity": float(values["perplexity"]), "used": float(values["used"])}
+        if len(distances) > 1:
+            metrics.update({f"mr_stft_level{i}": d for i, d in enumerate(distances)})
+        return metrics
 
     def make_samples(self, model, batch, out_dir: Path, seconds: float, sample_rate: int):
         """Reconstruct the batch's first example; save ``seconds`` of it as
         ``reconstruction.wav`` + ``reconstruction.png`` with ``reference.wav`` (see
-        :mod:`wavegen.train.listening`); return the example's SNR and MR-STFT distance."""
+        :mod:`wavegen.train.listening`); return the example's SNR and MR-STFT distance.
+        A model with one reconstruction per level also gets ``reconstruction-level{i}``
+        files and ``_level{i}``-suffixed metrics for its levels after the first."""
         audio = batch["audio"][:1]
         length = sample_length(seconds, sample_rate)
         if audio.shape[-1] < length:
             raise UsageError(f"the batch's audio has {audio.shape[-1]} samples; a "
                              f"{length}-sample reconstruction needs that many")
-        estimate, _ = self._evaluate(model, audio)
-        metrics = {"sample_snr_db": float(snr_db(audio, estimate)[0]),
-                   "sample_mr_stft": float(multi_resolution_stft_distance(
-                       audio, estimate, self.resolutions).total[0])}
-        return finish_listening(out_dir, "reconstruction", estimate, audio, sample_rate, metrics,
-                                length=length, features=self.features,
-                                mel_features=self.features)
+        estimates, _ = self._evaluate(model, audio)
+        metrics: dict[str, float] = {}
+        for index, estimate in enumerate(estimates):
+            stem, suffix = ("reconstruction", "") if index == 0 else \
+                (f"reconstruction-level{index}", f"_level{index}")
+            level = {"sample_snr_db": float(snr_db(audio, estimate)[0]),
+                     "sample_mr_stft": float(multi_resolution_stft_distance(
+                         audio, estimate, self.resolutions).total[0])}
+            level = finish_listening(out_dir, stem, estimate, audio, sample_rate, level,
+                                     length=length, features=self.features,
+                                     mel_features=self.features)
+            metrics.update({f"{name}{suffix}": value for name, value in level.items()})
+        return metrics
 
 
 def _build(recipe, model: nn.Module) -> VQTask:
@@ -208,6 +242,13 @@ def _check(recipe) -> None:
         raise ConfigError(f"data.crop_samples ({recipe.data.crop_samples}) must be longer than "
                           f"half the largest vq.resolutions FFT size ({longest}): the STFT "
                           f"loss pads each side by that much")
+    # A config that states its levels' samples per code (``hop_lengths``) needs whole codes.
+    hops = getattr(recipe.model_config, "hop_lengths", None) or ()
+    step = math.lcm(*hops) if hops else 1
+    if recipe.data.crop_samples % step:
+        raise ConfigError(f"data.crop_samples ({recipe.data.crop_samples}) must be a multiple of "
+                          f"{step}, the samples per code of every level (model hops "
+                          f"{', '.join(map(str, hops))})")
 
 
 #: Recipes: ``task: vq`` with an optional ``vq:`` section (:class:`VQConfig`); the model
