@@ -97,14 +97,11 @@ def vocode_file(pipeline: Pipeline, source: str | os.PathLike, output: str | os.
     conditioning = pipeline.conditioning(request)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with audio_writer(output, pipeline.sample_rate) as write:
-        def sink(piece):
-            write(piece[0])
-
         stream = None
         if denoise is not None:
             stream = denoise[0].stream(denoise[1], lambda piece: write(piece[0].clamp(-1.0, 1.0)))
-            sink = stream
-        result = pipeline.run(conditioning, options, sink=sink)
+        result = pipeline.run(conditioning, options,
+                              sink=stream or (lambda piece: write(piece[0])))
         if stream is not None:
             stream.close()
     return VocodeReport(Path(output), result.audio_seconds, result.seconds, result.evaluations)

@@ -16,7 +16,6 @@ re-exported here as :class:`BiasDenoiser`.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -151,10 +150,6 @@ class Vocoder:
             batch = 1 if mel.dim() == 2 else mel.shape[0]
             return VocodeResult(torch.zeros(batch, 1, 0), seconds)
         return VocodeResult(torch.cat(pieces, dim=-1), seconds)
-
-
-def frames_for_seconds(seconds: float, features: FeatureConfig) -> int:
-    return max(1, math.ceil(seconds * features.sample_rate / features.hop_length))
 
 
 __all__ = ["BiasDenoiser", "Vocoder", "VocodeResult", "receptive_frames", "CHUNK_FRAMES",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
+
+from families import DenoiserConfig, TinyDenoiser
 
 from wavegen.audio.features import FeatureConfig
 from wavegen.checkpoint import BundleInfo
@@ -24,7 +24,6 @@ from wavegen.errors import ConfigError, UsageError
 from wavegen.train.config import TrainConfig
 from wavegen.train.tasks.diffusion import DiffusionTask, drop_conditioning
 from wavegen.train.trainer import Trainer
-from wavegen.utils.config import to_dict
 
 KINDS = ("linear", "cosine", "ve")
 GRID = torch.linspace(0, 1, 201, dtype=torch.float64)
@@ -384,47 +383,13 @@ def test_diffusion_process_round_trip_and_errors():
 
 
 # --------------------------------------------------------------------------- training
-@dataclass
-class TinyConfig:
-    channels: int = 16
-    n_mels: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-
-class TinyDenoiser(nn.Module):
-    """A few convolutions, t through a sinusoidal embedding, mel added after upsampling."""
-
-    def __init__(self, config: TinyConfig):
-        super().__init__()
-        self.config = config
-        c = config.channels
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), 8)),
-                             persistent=False)
-        self.inp = nn.Conv1d(1, c, 3, padding=1)
-        self.time = nn.Sequential(nn.Linear(16, c), nn.SiLU(), nn.Linear(c, c))
-        self.cond = nn.Conv1d(config.n_mels, c, 1) if config.n_mels else None
-        self.body = nn.ModuleList([nn.Conv1d(c, c, 3, padding=d, dilation=d) for d in (1, 2, 4)])
-        self.out = nn.Conv1d(c, 1, 3, padding=1)
-
-    def forward(self, x_t, t, local=None):
-        angles = t[:, None] * self.freqs
-        h = self.inp(x_t) + self.time(torch.cat([angles.sin(), angles.cos()], 1))[:, :, None]
-        if local is not None:
-            h = h + F.interpolate(self.cond(local), size=x_t.shape[-1], mode="nearest")
-        for conv in self.body:
-            h = h + conv(F.silu(h))
-        return self.out(F.silu(h))
-
-
 def test_diffusion_task_trains_a_tiny_denoiser(tmp_path):
     torch.manual_seed(0)
     features = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=64, win_length=256,
                              n_mels=16, fmax=4000.0)
     train_set = ToneDataset(64, 8000, 512, features)
     val_set = ToneDataset(8, 8000, 512, features, split="val")
-    model = TinyDenoiser(TinyConfig(n_mels=16))
+    model = TinyDenoiser(DenoiserConfig(n_mels=16))
     assert sum(p.numel() for p in model.parameters()) < 5000
     process = DiffusionProcess(schedule=ScheduleConfig(kind="linear"), cond_dropout=0.1,
                                sampler="ddim", sampler_steps=8, guidance_scale=1.5)

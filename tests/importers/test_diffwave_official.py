@@ -9,7 +9,6 @@ names, from the paper's equations and the published code's structure.
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np

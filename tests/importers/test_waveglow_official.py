@@ -17,7 +17,6 @@ import pickle
 import sys
 import types
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

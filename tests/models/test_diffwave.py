@@ -14,7 +14,7 @@ from torch import nn
 from families import DIFFWAVE_FEATURES, DIFFWAVE_TINY, diffwave_bundle, tiny_diffwave
 
 from wavegen.audio.signals import chord
-from wavegen.checkpoint import BundleInfo, load_bundle, save_bundle
+from wavegen.checkpoint import load_bundle
 from wavegen.cli import main
 from wavegen.diffusion.process import DiffusionProcess
 from wavegen.errors import ConfigError, UsageError
@@ -22,7 +22,6 @@ from wavegen.models.diffwave import (DiffWave, DiffWaveConfig, SpectrogramUpsamp
                                      upsample_factors_for)
 from wavegen.models.protocols import NOISE_DRIVEN, DenoiserModel, conforms
 from wavegen.models.registry import get_family
-from wavegen.train.recipe import resolve_features
 
 TINY = DIFFWAVE_TINY
 FEATURES = DIFFWAVE_FEATURES
