@@ -406,3 +406,40 @@ def resolve_bundle_path(path: str | os.PathLike) -> Path:
     if not target.is_dir():
         raise CheckpointError(f"{root}: names {name!r}, which does not exist in {root.parent}")
     return target
+
+
+#: Hex digits of :func:`bundle_fingerprint` (64 bits: bundles never collide by chance).
+FINGERPRINT_DIGITS = 16
+
+
+def bundle_fingerprint(path: str | os.PathLike, *, use_ema: bool = True) -> str:
+    """Hex digest of what a bundle's model computes: ``config.json`` and the weights file that
+    :func:`load_bundle` with the same ``use_ema`` loads (``ema.safetensors`` when present and
+    wanted, else ``model.safetensors``), byte for byte.
+
+    Data derived from a model (the codes of :mod:`wavegen.codes`) records it, so it is never
+    read back through another model: a retrained or edited bundle, or its raw weights instead
+    of its EMA, gives another fingerprint. Accepts what :func:`read_bundle_info` accepts (a
+    bundle folder, its ``config.json``, a ``checkpoints/latest`` pointer); a missing file is
+    a CheckpointError naming it.
+    """
+    import hashlib
+
+    root = resolve_bundle_path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a wavegen bundle directory")
+    weights = EMA_FILE if use_ema and (root / EMA_FILE).is_file() else MODEL_FILE
+    digest = hashlib.sha256(b"wavegen bundle fingerprint 1\0")
+    for name in (CONFIG_FILE, weights):
+        file = root / name
+        try:
+            with open(file, "rb") as handle:
+                digest.update(name.encode("utf-8") + b"\0"
+                              + os.fstat(handle.fileno()).st_size.to_bytes(8, "little"))
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except FileNotFoundError:
+            raise CheckpointError(f"{file}: missing") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{file}: is a folder, not a file") from None
+    return digest.hexdigest()[:FINGERPRINT_DIGITS]

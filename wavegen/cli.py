@@ -814,3 +814,80 @@ register(Command(
     add_arguments=_add_prepare_arguments,
     run=_run_prepare,
 ))
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _add_encode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE",
+                        help="discrete autoencoder bundle (VQ-VAE), or a run's "
+                             "checkpoints/latest or checkpoints/best")
+    parser.add_argument("audio", nargs="+", metavar="AUDIO",
+                        help="audio files, or folders searched recursively for audio files")
+    parser.add_argument("-o", "--output", required=True, metavar="FOLDER",
+                        help="folder for the codes: NAME.levelL.npz per input and level "
+                             "(created if needed; a folder input's structure is kept)")
+    parser.add_argument("--levels", type=_count, nargs="+", default=None, metavar="L",
+                        help="levels to encode (default: all; 0 is the finest)")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="use the raw trained weights, not their moving average (EMA); "
+                             "decode the codes with the same choice")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    from wavegen.codes import load_autoencoder, plan_encode, run_encode
+    from wavegen.utils.device import parse_device
+
+    device = parse_device(args.device)
+    autoencoder = load_autoencoder(args.bundle, use_ema=not args.raw_weights, device=device)
+    levels = range(autoencoder.num_levels) if args.levels is None else args.levels
+    levels = sorted({autoencoder.check_level(level) for level in levels})
+    jobs = plan_encode(args.audio, args.output, levels)
+    run_encode(autoencoder, jobs)
+    return 0
+
+
+register(Command(
+    name="encode",
+    help="turn audio into the codes of a VQ-VAE bundle, one .npz per file and level",
+    add_arguments=_add_encode_arguments,
+    run=_run_encode,
+))
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE",
+                        help="the VQ-VAE bundle that wrote the codes (its fingerprint is "
+                             "checked)")
+    parser.add_argument("codes", nargs="+", metavar="CODES",
+                        help="codes files (.npz from `wavegen encode`) or folders of them")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output .wav/.flac/.ogg for one codes file, else a folder "
+                             "(NAME.levelL.wav per codes file)")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="use the raw trained weights (for codes encoded with them)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from wavegen.codes import load_autoencoder, plan_decode, run_decode
+    from wavegen.utils.device import parse_device
+
+    device = parse_device(args.device)
+    jobs = plan_decode(args.codes, args.output)
+    autoencoder = load_autoencoder(args.bundle, use_ema=not args.raw_weights, device=device)
+    run_decode(autoencoder, jobs)
+    return 0
+
+
+register(Command(
+    name="decode",
+    help="turn codes written by `wavegen encode` back into audio with the same VQ-VAE bundle",
+    add_arguments=_add_decode_arguments,
+    run=_run_decode,
+))
