@@ -77,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{features.name} ({features.sample_rate} Hz, hop {features.hop_length}); torch "
           f"{torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.threads} threads")
-    print("| vocoder | MR-STFT | log-mel L1 | energy on the sr/hop grid | RTF |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| vocoder | MR-STFT | log-mel L1 | chroma r | energy on the sr/hop grid | RTF |")
+    print("| --- | --- | --- | --- | --- | --- |")
     reference = score_vocoder(None, clips, features).summary()
     if args.out:
         (Path(args.out) / "reference").mkdir(parents=True, exist_ok=True)
         for clip in clips:
             save_audio(Path(args.out) / "reference" / (Path(clip.piece).stem + ".wav"),
                        clip.audio[0], features.sample_rate)
-    print(f"| reference recording | 0 | 0 | {reference['grid_share']:.2f} | - |")
+    print(f"| reference recording | 0 | 0 | 1 | {reference['grid_share']:.2f} | - |")
     for name, vocode in vocoders:
         save = None
         if args.out:
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = score_vocoder(vocode, clips, features, save).summary()
         print(f"| {name} | {summary['mrstft']:.3f} | {summary['log_mel_l1']:.3f} | "
-              f"{summary['grid_share']:.2f} | {summary['rtf']:.3f} |", flush=True)
+              f"{summary['chroma_r']:.3f} | {summary['grid_share']:.2f} | {summary['rtf']:.3f} |",
+              flush=True)
         print(f"# {name}: done", file=sys.stderr, flush=True)
     return 0
 

@@ -214,3 +214,21 @@ def test_frame_grid_energy_share_separates_grid_partials_from_off_grid_ones():
     assert share.shape == (2,) and 0.06 < float(share.mean()) < 0.16
     with pytest.raises(UsageError, match="at least one 1 s window"):
         frame_grid_energy_share(noise[:100], rate, hop)
+
+
+def test_chroma_correlation_follows_pitch_classes():
+    from wavegen.audio.metrics import chroma_correlation
+
+    rate = 16000
+    t = torch.arange(2 * rate) / rate
+    # C then E, one second each, and the same melody an octave up (same pitch classes)
+    melody = torch.where(t < 1, torch.sin(2 * math.pi * 261.63 * t), torch.sin(2 * math.pi * 329.63 * t))
+    octave = torch.where(t < 1, torch.sin(2 * math.pi * 523.25 * t), torch.sin(2 * math.pi * 659.26 * t))
+    other = torch.where(t < 1, torch.sin(2 * math.pi * 369.99 * t), torch.sin(2 * math.pi * 466.16 * t))
+    noise = 0.3 * torch.randn(2 * rate, generator=torch.Generator().manual_seed(0))
+    assert chroma_correlation(melody, melody, rate) == pytest.approx(1.0)
+    assert chroma_correlation(melody, octave, rate) > 0.8
+    assert chroma_correlation(melody, other, rate) < 0.2
+    assert abs(chroma_correlation(melody, noise, rate)) < 0.35  # per-frame max normalisation
+    with pytest.raises(UsageError):
+        chroma_correlation(melody[:100], melody[:100], rate)

@@ -111,6 +111,27 @@ def frame_grid_energy_share(wave: torch.Tensor, sample_rate: int, hop_length: in
     return (power[:, on_grid].sum(-1) / total).float()
 
 
+def chroma_correlation(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int,
+                       n_fft: int = 2048, hop_length: int = 512) -> float:
+    """Pearson correlation of the chromagrams of two signals (librosa's ``chroma_stft``,
+    12 pitch classes per frame, all frames and classes pooled): 1 when the estimate plays
+    the same pitch classes at the same times, about 0 for noise or unrelated music. Each
+    signal ``[time]`` or ``[1, ..., time]``; the shorter length is used."""
+    import librosa
+
+    a = reference.detach().reshape(-1).double().cpu().numpy()
+    b = estimate.detach().reshape(-1).double().cpu().numpy()
+    length = min(len(a), len(b))
+    if length < n_fft:
+        raise UsageError(f"chroma_correlation needs at least {n_fft} samples, got {length}")
+    chroma = [librosa.feature.chroma_stft(y=x[:length], sr=sample_rate, n_fft=n_fft,
+                                          hop_length=hop_length).reshape(-1)
+              for x in (a, b)]
+    if chroma[0].std() == 0 or chroma[1].std() == 0:
+        return 0.0
+    return float(np.corrcoef(chroma[0], chroma[1])[0, 1])
+
+
 @lru_cache(maxsize=16)
 def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """Orthonormal DCT-II as a ``[n_out, n_in]`` float64 matrix (first ``n_out`` rows).

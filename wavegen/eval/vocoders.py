@@ -8,6 +8,9 @@ compares the result with the recording it came from:
 * MR-STFT distance (Parallel WaveGAN's three resolutions, spectral convergence + log
   magnitude; :func:`wavegen.audio.metrics.multi_resolution_stft_distance`), lower is better;
 * log-mel L1 with the vocoder's own front-end (:func:`~wavegen.audio.metrics.log_mel_l1`);
+* the chroma correlation with the recording
+  (:func:`~wavegen.audio.metrics.chroma_correlation`): does it play the same pitch classes
+  at the same times (1) or not (about 0);
 * the share of energy on the frame-rate harmonic grid
   (:func:`~wavegen.audio.metrics.frame_grid_energy_share`), to be read against the
   reference's own share: a generator confined to the grid gives about 1;
@@ -107,6 +110,7 @@ class VocoderScore:
     mrstft: list[float] = field(default_factory=list)
     log_mel_l1: list[float] = field(default_factory=list)
     grid_share: list[float] = field(default_factory=list)
+    chroma_r: list[float] = field(default_factory=list)
     seconds: float = 0.0
     audio_seconds: float = 0.0
 
@@ -118,6 +122,7 @@ class VocoderScore:
         return {"mrstft": statistics.fmean(self.mrstft),
                 "log_mel_l1": statistics.fmean(self.log_mel_l1),
                 "grid_share": statistics.median(self.grid_share),
+                "chroma_r": statistics.fmean(self.chroma_r),
                 "rtf": self.real_time_factor}
 
 
@@ -126,8 +131,8 @@ def score_vocoder(vocode: Vocoder | None, clips: list[Clip], features: FeatureCo
     """Metrics of ``vocode`` on ``clips`` (module doc); ``vocode=None`` scores the
     reference recordings themselves (distances 0, their own grid share). ``save`` receives
     each clip and its vocoded audio (to write files)."""
-    from wavegen.audio.metrics import (frame_grid_energy_share, log_mel_l1,
-                                       multi_resolution_stft_distance)
+    from wavegen.audio.metrics import (chroma_correlation, frame_grid_energy_share,
+                                       log_mel_l1, multi_resolution_stft_distance)
 
     score = VocoderScore()
     rate, hop = features.sample_rate, features.hop_length
@@ -143,6 +148,7 @@ def score_vocoder(vocode: Vocoder | None, clips: list[Clip], features: FeatureCo
         score.mrstft.append(float(multi_resolution_stft_distance(clip.audio, audio).total.mean()))
         score.log_mel_l1.append(float(log_mel_l1(clip.audio, audio, features).mean()))
         score.grid_share.append(float(frame_grid_energy_share(audio, rate, hop, window).mean()))
+        score.chroma_r.append(chroma_correlation(clip.audio, audio, rate))
         if save is not None:
             save(clip, audio)
     return score
