@@ -4,7 +4,8 @@
 Griffin-Lim (the baseline, no learning) and every ``--bundle NAME=PATH`` (any vocoder
 bundle or pipeline: GAN, diffusion, flow) turn the log-mel of one clip per held-out piece
 into audio, scored against the recording (see :mod:`wavegen.eval.vocoders`): MR-STFT
-distance, log-mel L1, the share of energy on the ``sample_rate / hop`` harmonic grid (the
+distance, log-mel L1, the chroma correlation (does it play the recording's pitch classes at
+the right times), the share of energy on the ``sample_rate / hop`` harmonic grid (the
 reference's own share is the first row) and the real-time factor. Diffusion bundles run
 with ``--steps`` / ``--sampler`` (default: their process's); ``NAME@STEPS=PATH`` sets the
 steps of one bundle. ``--out DIR`` keeps every output as ``DIR/<name>/<clip>.wav``.
