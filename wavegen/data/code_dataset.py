@@ -44,7 +44,7 @@ import torch
 
 from wavegen.codes import CodesFile, codes_file_name, parse_codes_file_name, read_codes
 from wavegen.data.audio_folder import SPLITS, split_of
-from wavegen.data.feature_cache import (ArrayRef, CropPlan, SkippedFile, crop_generator,
+from wavegen.data.feature_cache import (ArrayRef, CropPlan, EpochCrops, SkippedFile,
                                         map_files, read_error_reason, report_skipped)
 from wavegen.errors import ConfigError, DataError, WavegenError
 
@@ -70,7 +70,7 @@ def _whole(value: object, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-class CodeDataset(torch.utils.data.Dataset):
+class CodeDataset(EpochCrops, torch.utils.data.Dataset):
     """Crops of ``crop_codes`` codes of level ``level`` from the codes files under ``root``.
 
     Args:
@@ -255,29 +255,8 @@ class CodeDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ epochs and items
     @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the crops of epoch ``epoch`` (call before the epoch's DataLoader
-        iterator; works with persistent workers)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self._epoch.fill_(epoch)
-
-    def __len__(self) -> int:
-        return self.items_per_epoch
-
-    @property
     def total_codes(self) -> int:
         return sum(f.num_codes for f in self.files)
-
-    def crop_location(self, index: int, epoch: int | None = None) -> tuple[int, int]:
-        """``(file index, first code)`` of item ``index`` in ``epoch`` (default: current)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"item {index} out of range for {len(self)} items")
-        epoch = self.epoch if epoch is None else epoch
-        return self.plan.sample(crop_generator(self.seed, epoch, index))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         file_index, start = self.crop_location(index)

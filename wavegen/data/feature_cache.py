@@ -430,7 +430,39 @@ def unpack_levels(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-class CropDataset(torch.utils.data.Dataset):
+class EpochCrops:
+    """What every crop dataset does with epochs: ``items_per_epoch`` items, item ``i`` of epoch
+    ``e`` at ``plan.sample(crop_generator(seed, e, i))``, the epoch in shared memory so that
+    :meth:`set_epoch` reaches persistent DataLoader workers. Needs ``_epoch`` (a shared
+    int64 scalar tensor), ``items_per_epoch``, ``plan`` (:class:`CropPlan`) and ``seed``."""
+
+    _epoch: torch.Tensor
+    items_per_epoch: int
+    seed: int
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops of epoch ``epoch``: call before creating the epoch's DataLoader
+        iterator. Works with ``persistent_workers=True`` (the epoch is in shared memory)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self._epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return self.items_per_epoch
+
+    def crop_location(self, index: int, epoch: int | None = None) -> tuple[int, int]:
+        """``(file index, start position)`` of item ``index`` in ``epoch`` (default: current)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for {len(self)} items")
+        epoch = self.epoch if epoch is None else epoch
+        return self.plan.sample(crop_generator(self.seed, epoch, index))
+
+
+class CropDataset(EpochCrops, torch.utils.data.Dataset):
     """Base of the crop datasets: ``items_per_epoch`` random crops of cached files.
 
     Item ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` (:func:`crop_generator`).
@@ -470,29 +502,8 @@ class CropDataset(torch.utils.data.Dataset):
         self.items_per_epoch = self._items_per_epoch or max(1, total // self.crop_samples)
 
     @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the crops of epoch ``epoch``: call before creating the epoch's DataLoader
-        iterator. Works with ``persistent_workers=True`` (the epoch is in shared memory)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self._epoch.fill_(epoch)
-
-    def __len__(self) -> int:
-        return self.items_per_epoch
-
-    @property
     def total_samples(self) -> int:
         return sum(f.num_samples for f in self.files)
-
-    def crop_location(self, index: int, epoch: int | None = None) -> tuple[int, int]:
-        """``(file index, start sample)`` of item ``index`` in ``epoch`` (default: current)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"item {index} out of range for {len(self)} items")
-        epoch = self.epoch if epoch is None else epoch
-        return self.plan.sample(crop_generator(self.seed, epoch, index))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         file_index, start = self.crop_location(index)
