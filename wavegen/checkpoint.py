@@ -54,7 +54,7 @@ STATE_FILE = "training_state.pt"
 
 #: What a bundle's model is conditioned on (``config.json`` ``"conditioning"``): nothing, the
 #: log-mel of its ``features``, or the MIDI piano roll (:class:`wavegen.data.midi.PianoRollConfig`).
-CONDITIONINGS = ("none", "mel", "roll")
+CONDITIONINGS = ("none", "mel", "roll", "codes")
 
 
 @dataclass

@@ -457,6 +457,20 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                              "`wavegen doctor`")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     _add_noise_arguments(parser)
+    hierarchy = parser.add_argument_group("hierarchies (a folder with hierarchy.json: a VQ-VAE "
+                                          "and its priors)")
+    hierarchy.add_argument("--level", type=int, default=None,
+                           help="stop after sampling this level (default: the finest prior's)")
+    hierarchy.add_argument("--save-codes", metavar="FOLDER",
+                           help="also write every level's codes there (OUT.levelL.npz)")
+    hierarchy.add_argument("--from-codes", nargs="+", metavar="CODES",
+                           help="resume from saved codes (files or a folder): the levels given "
+                                "are kept and sampling goes on below the lowest")
+    hierarchy.add_argument("--window", type=int, default=None,
+                           help="codes per sampling window (default 16384; 0 = one pass)")
+    hierarchy.add_argument("--overlap", type=int, default=None,
+                           help="codes each window re-reads from the last (default: the "
+                                "prior's receptive field, which joins windows exactly)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -512,6 +526,14 @@ def _run_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, typical=args.typical,
         backend=args.backend, sigma=args.sigma, sampler=args.sampler, steps=args.steps,
         eta=args.eta, label=args.label)
+    from wavegen.hierarchy import is_hierarchy
+
+    if is_hierarchy(args.checkpoint):
+        return _run_hierarchy_sample(args, request, options)
+    for name in ("level", "save_codes", "from_codes", "window", "overlap"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name.replace('_', '-')} is for hierarchies (a folder with "
+                             f"hierarchy.json); {args.checkpoint} is not one")
     result, pipeline = sample(args.checkpoint, request, options)
     rate = pipeline.sample_rate
     save_audio(output, result.audio[0], rate)
@@ -524,6 +546,68 @@ def _run_sample(args: argparse.Namespace) -> int:
                  f"{float(generation.mean_entropy.mean()):.2f} nats/sample")
     print(line)
     return 0
+
+
+def _run_hierarchy_sample(args: argparse.Namespace, request, options) -> int:
+    from wavegen.sample import HierarchyRequest, level_output, sample_hierarchy
+    from wavegen.utils.formatting import format_ratio
+
+    for name in ("window", "overlap"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "window" else 1):
+            raise UsageError(f"--{name} must be {'>= 0' if name == 'window' else '>= 1'}, "
+                             f"got {value}")
+    if args.backend not in ("auto", "reference"):
+        raise UsageError(f"--backend {args.backend}: hierarchies sample their priors with the "
+                         f"reference loop (auto or reference)")
+    extra = HierarchyRequest(args.level, args.save_codes, args.from_codes, args.window,
+                             args.overlap)
+    result = sample_hierarchy(args.checkpoint, request, options, extra, args.output)
+    rate = result.sample_rate
+    for level, entry in result.levels.items():
+        seconds = entry.audio.shape[-1] / rate
+        how = "sampled" if entry.sampled else "given"
+        line = (f"level {level}: {entry.codes.shape[-1]} codes {how} in {entry.seconds:.2f} s, "
+                f"decoded in {entry.decode_seconds:.2f} s -> {level_output(args.output, level)}"
+                f" ({seconds:.2f} s)")
+        if entry.generation is not None:
+            line += (f"; NLL {float(entry.generation.mean_nll.mean()):.2f} vs entropy "
+                     f"{float(entry.generation.mean_entropy.mean()):.2f} nats/code")
+        print(line)
+    seconds = result.finest.audio.shape[-1] / rate
+    print(f"wrote {args.output}: {seconds:.2f} s at {rate} Hz (level {result.finest.level}) in "
+          f"{result.seconds:.2f} s (real-time factor {format_ratio(result.seconds / seconds)}; "
+          f"model loading excluded)")
+    return 0
+
+
+def _add_hierarchy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="the hierarchy folder to make (must not exist)")
+    parser.add_argument("--vqvae", required=True,
+                        help="the VQ-VAE bundle (a bundle folder or checkpoints/latest)")
+    parser.add_argument("--priors", nargs="+", required=True, metavar="PRIOR",
+                        help="the prior bundles, top level first (the top prior, then one "
+                             "upsampler per lower level)")
+    parser.add_argument("--description", default="", help="free text for hierarchy.json")
+
+
+def _run_hierarchy(args: argparse.Namespace) -> int:
+    from wavegen.hierarchy import assemble, load_hierarchy
+
+    manifest = assemble(args.output, args.vqvae, args.priors, args.description)
+    hierarchy = load_hierarchy(manifest.parent)
+    levels = ", ".join(f"level {p.level} ({p.config.conditioning})" for p in hierarchy.priors)
+    print(f"wrote {manifest}: VQ-VAE {hierarchy.autoencoder.fingerprint} with priors over "
+          f"{levels}")
+    return 0
+
+
+register(Command(
+    name="hierarchy",
+    help="make a hierarchy folder (a VQ-VAE and its priors) that `wavegen sample` takes",
+    add_arguments=_add_hierarchy_arguments,
+    run=_run_hierarchy,
+))
 
 
 register(Command(

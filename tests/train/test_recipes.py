@@ -45,7 +45,17 @@ def test_tiny_recipe_trains_a_few_steps(path, corpus, tmp_path):
                  "--set", "train.checkpoint_every=4"]
     if recipe.task == "adversarial":  # let the discriminator train within the few steps
         overrides += ["--set", "adversarial.discriminator_start=1"]
-    if recipe.data.kind != "tones":
+    if recipe.data.kind == "codes":  # a prior: trains on the codes of a (tiny, untrained) VQ-VAE
+        from test_codes import make_bundle
+
+        vq = make_bundle(tmp_path / "vq")  # (0.55: 2 of the corpus's 6 sources validate)
+        assert main(["encode", str(vq), str(corpus), "-o", str(tmp_path / "codes")]) == 0
+        overrides += ["--set", f"data.root={tmp_path / 'codes'}", "--set",
+                      "data.validation_fraction=0.55", "--set", "data.crop_samples=32",
+                      "--set", "train.batch_size=2"]
+        if recipe.data.conditioning == "roll":
+            overrides += ["--set", f"data.midi_root={corpus}"]
+    elif recipe.data.kind != "tones":
         overrides += ["--set", f"data.root={corpus}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress", *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "step-0000004" / "model.safetensors").exists()

@@ -45,7 +45,7 @@ import torch
 from wavegen.errors import AudioFileError, StorageError, UsageError, is_storage_error, storage_error
 from wavegen.utils.atomic import atomic_path
 
-__all__ = ["AudioInfo", "SAVE_FORMATS", "audio_info", "load_audio", "save_audio",
+__all__ = ["AudioInfo", "SAVE_FORMATS", "audio_info", "check_save_path", "load_audio", "save_audio",
            "count_nonfinite"]
 
 #: Formats :func:`save_audio` writes, by file suffix: (libsndfile format, default subtype).
@@ -407,6 +407,12 @@ def _mp3_has_length_tag(path: str) -> bool:
     # The tag sits after the 4-byte frame header and the side info, whose length depends
     # on the MPEG version and channel mode: 17/32 bytes (MPEG-1), 9/17 (MPEG-2/2.5); VBRI at 36.
     return any(frame[i : i + 4] in (b"Xing", b"Info", b"VBRI") for i in (13, 21, 36))
+
+
+def check_save_path(path: str | os.PathLike, format: str | None = None) -> None:
+    """AudioFileError (one line) unless :func:`save_audio` can write ``path``'s format: for
+    callers that must refuse a bad output before they compute or write anything."""
+    _save_format(_fspath(path), format)
 
 
 def _save_format(path: str, format: str | None) -> tuple[str, str]:

@@ -28,6 +28,13 @@ the folder given to ``wavegen encode``) with :func:`~wavegen.data.audio_folder.s
 when the VQ-VAE trained on an :class:`~wavegen.data.audio_folder.AudioFolderDataset` of that
 same folder, every file is in the same split for the prior as it was for the autoencoder.
 
+Piano roll. With ``midi_root`` (the folder the codes were encoded from, holding each
+recording's MIDI file beside it: ``SOURCE`` with the suffix ``.mid`` or ``.midi``), items
+also hold ``"roll"``, float32 ``[C, crop_codes]``: the MIDI's piano roll
+(:func:`~wavegen.data.midi.piano_roll`, default channels) on the level's grid, one frame per
+code (frame ``j`` covers the samples of code ``j``). A source without its MIDI file is left
+out like a bad file. The training data of a MIDI-conditioned top prior.
+
 Bad files. A codes file that cannot be read, a level-``u`` partner that is missing or does
 not match, and files shorter than a crop are left out, reported on the ``wavegen.data``
 logger (one line each) and listed in ``dataset.skipped``; a folder with no usable file is a
@@ -64,6 +71,7 @@ class CodeEntry:
     num_codes: int
     upper: ArrayRef | None = None
     num_upper: int = 0
+    midi: str | None = None
 
 
 def _whole(value: object, low: int) -> bool:
@@ -86,6 +94,8 @@ class CodeDataset(EpochCrops, torch.utils.data.Dataset):
         items_per_epoch: length of an epoch (default: total codes / crop length).
         fingerprint: the bundle fingerprint every file must carry (default: whatever the
             files share).
+        midi_root: the folder holding the sources' MIDI files (items then hold ``"roll"``;
+            see the module docstring), or None.
 
     Attributes (after construction): ``files`` (:class:`CodeEntry`), ``skipped``,
     ``fingerprint``, ``hop_length`` (samples per code of ``level``), ``upper_hop``,
@@ -96,7 +106,7 @@ class CodeDataset(EpochCrops, torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, level: int, crop_codes: int, seed: int = 0,
                  split: str | None = None, upper_level: int | None = None,
                  validation_fraction: float = 0.05, items_per_epoch: int | None = None,
-                 fingerprint: str | None = None):
+                 fingerprint: str | None = None, midi_root: str | os.PathLike | None = None):
         if not _whole(level, 0):
             raise ConfigError(f"level must be a whole number >= 0, got {level!r}")
         if not _whole(crop_codes, 1):
@@ -114,6 +124,10 @@ class CodeDataset(EpochCrops, torch.utils.data.Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"codes folder {self.root} does not exist or is not a directory")
+        self.midi_root = None if midi_root is None else Path(midi_root)
+        if self.midi_root is not None and not self.midi_root.is_dir():
+            raise DataError(f"MIDI folder {self.midi_root} does not exist or is not a directory")
+        self._rolls: dict[str, torch.Tensor] = {}
         self.level = int(level)
         self.upper_level = upper_level
         self.crop_codes = int(crop_codes)
@@ -245,13 +259,39 @@ class CodeDataset(EpochCrops, torch.utils.data.Dataset):
                                                 f"{upper.hop} and {upper.codebook_size} codes, "
                                                 f"others {self.upper_hop} and "
                                                 f"{self.upper_codebook_size}")
+        midi = None
+        if self.midi_root is not None:
+            midi = self._midi_of(codes.source)
+            if midi is None:
+                return SkippedFile(str(codes.path), f"no MIDI file for {codes.source} under "
+                                                    f"{self.midi_root} (.mid or .midi)")
         usable = codes.num_codes // self.ratio * self.ratio
         if usable < self.crop_codes:
             return SkippedFile(str(codes.path), f"shorter than a crop ({codes.num_codes} < "
                                                 f"{self.crop_codes} codes)", short=True)
         return CodeEntry(str(codes.path), codes.source, codes.location, codes.num_codes,
                          None if upper is None else upper.location,
-                         0 if upper is None else upper.num_codes)
+                         0 if upper is None else upper.num_codes, midi)
+
+    def _midi_of(self, source: str) -> str | None:
+        """The MIDI file of the recording ``source`` under ``midi_root`` (None if none)."""
+        stem = (self.midi_root / source).with_suffix("")
+        for suffix in (".midi", ".mid", ".MID", ".MIDI"):
+            path = stem.with_suffix(suffix)
+            if path.is_file():
+                return str(path)
+        return None
+
+    def _roll(self, entry: CodeEntry) -> torch.Tensor:
+        """The whole piano roll of ``entry``'s MIDI on the level's grid (cached per process)."""
+        roll = self._rolls.get(entry.midi)
+        if roll is None:
+            from wavegen.data.midi import PianoRollConfig, piano_roll
+
+            config = PianoRollConfig(self.sample_rate, self.hop_length)
+            roll = piano_roll(entry.midi, config, num_frames=entry.num_codes)
+            self._rolls[entry.midi] = roll
+        return roll
 
     # ------------------------------------------------------------------ epochs and items
     @property
@@ -266,6 +306,8 @@ class CodeDataset(EpochCrops, torch.utils.data.Dataset):
         if entry.upper is not None:
             item["upper_codes"] = torch.from_numpy(entry.upper.rows(
                 start // self.ratio, self.crop_codes // self.ratio).astype("int64"))
+        if entry.midi is not None:
+            item["roll"] = self._roll(entry)[:, start:start + self.crop_codes].clone()
         return item
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from wavegen.errors import ConfigError
 from wavegen.models.diffwave import DiffWave, DiffWaveConfig
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
+from wavegen.models.prior import CodePrior, CodePriorConfig, prior_adapter
 from wavegen.models.protocols import (DISCRETE_AUTOENCODER, FEED_FORWARD, NOISE_DRIVEN,
                                       SAMPLE_LEVEL, ModelConfigContract, check_kind,
                                       missing_methods)
@@ -154,7 +155,9 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                 Family("wavegrad", WaveGradConfig, WaveGrad, NOISE_DRIVEN, task="diffusion"),
                 Family("waveglow", WaveGlowConfig, WaveGlow, NOISE_DRIVEN, task="likelihood"),
                 Family("samplernn", SampleRNNConfig, SampleRNN, SAMPLE_LEVEL, task="likelihood"),
-                Family("vqvae", VQVAEConfig, VQVAE, DISCRETE_AUTOENCODER, task="vq")):
+                Family("vqvae", VQVAEConfig, VQVAE, DISCRETE_AUTOENCODER, task="vq"),
+                Family("prior", CodePriorConfig, CodePrior, SAMPLE_LEVEL, task="likelihood",
+                       inference=prior_adapter)):
     register_family(_family)
 del _family
 

@@ -62,7 +62,8 @@ class WaveNetConfig:
         local_channels: channels of the frame-rate local conditioning (0 = none).
         hop_length: audio samples per conditioning frame (required with local conditioning).
         upsample_factors: per-stage factors whose product is ``hop_length``.
-        upsample_mode: ``"transposed"`` or ``"nearest"``.
+        upsample_mode: ``"transposed"``, ``"nearest"`` or ``"repeat"``
+            (:mod:`wavegen.nn.upsample`).
         cond_dropout: probability, per training example, of dropping all conditioning
             (needed for classifier-free guidance).
         sample_rate: audio sample rate in Hz (stored for bundles and sampling).
@@ -143,7 +144,7 @@ class WaveNetConfig:
         if self.has_local:
             c = self.local_channels
             extra = 0 if self.upsample_mode == "transposed" else 1
-            for factor in self.upsample_factors:
+            for factor in self.upsample_factors if self.upsample_mode != "repeat" else ():
                 size += conv(c, c, 2 * factor + extra, groups=c)
             size += conv(c, count * 2 * g, 1, bias=False)
         return size + conv(s, s, 1) + conv(s, outputs, 1)

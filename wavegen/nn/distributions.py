@@ -100,7 +100,7 @@ from wavegen.audio.mulaw import mulaw_dequantize, mulaw_quantize
 from wavegen.errors import ConfigError, UsageError
 
 __all__ = [
-    "OutputDistribution", "Categorical", "DiscretizedMixtureOfLogistics",
+    "OutputDistribution", "Categorical", "CodeCategorical", "DiscretizedMixtureOfLogistics",
     "DiscretizedGaussian", "sample_categorical", "build_output_distribution",
     "OUTPUT_DISTRIBUTIONS", "nats_to_bits",
 ]
@@ -310,6 +310,40 @@ class Categorical(OutputDistribution):
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
         self._check_entropy_args(params)
         return _entropy_from_log_probs(torch.log_softmax(params.to(_compute_dtype(params)), -1))
+
+
+@dataclass(frozen=True)
+class CodeCategorical(Categorical):
+    """``num_classes``-way softmax over discrete codes (the priors over VQ-VAE codes).
+
+    The same draw, filters and entropy as :class:`Categorical`, but its targets are the
+    codes themselves, not mu-law classes of a waveform: :meth:`targets_from_waveform` takes
+    codes (``[B, T]``, integer or integral float) and returns them as int64 after checking
+    they lie in ``[0, num_classes)``, and :meth:`waveform_from_samples` returns the codes
+    as float32 unchanged (a prior's "waveform" is its code sequence). Any ``num_classes``
+    >= 2 (a codebook need not be a power of two).
+    """
+
+    def __post_init__(self):
+        n = self.num_classes
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ConfigError(f"num_classes must be an integer >= 2, got {n!r}")
+
+    @property
+    def mu(self) -> int:
+        raise UsageError("a code head has no mu-law: its targets are codes")
+
+    def targets_from_waveform(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.is_floating_point() and bool((wave != wave.round()).any()):
+            raise UsageError("codes must be whole numbers")
+        codes = wave.long()
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_classes):
+            raise UsageError(f"codes must lie in [0, {self.num_classes}), got "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return codes
+
+    def waveform_from_samples(self, samples: torch.Tensor) -> torch.Tensor:
+        return samples.float()
 
 
 class _GridDistribution(OutputDistribution):

@@ -11,6 +11,10 @@ audio are never silently cropped to fit.
   between stages.
 * ``"nearest"``: repeat each frame ``f`` times, then smooth with a convolution of width
   ``2 f + 1`` per stage; free of the checkerboard artefacts of transposed convolutions.
+* ``"repeat"``: repeat each frame ``f`` times, nothing learned: each output position sees
+  exactly its own frame, so any stretch of frames upsamples to exactly the matching stretch
+  of the whole sequence's output (what windowed sampling needs to join windows exactly;
+  the priors over discrete codes, whose frames are learned embeddings already).
 
 Both are depthwise (each feature channel has its own interpolation kernel, as r9y9's single
 shared 2-D kernel does): mixing channels at the audio rate would cost ``C^2`` per sample
@@ -29,7 +33,7 @@ from torch import nn
 
 from wavegen.errors import ConfigError
 
-UPSAMPLE_MODES = ("transposed", "nearest")
+UPSAMPLE_MODES = ("transposed", "nearest", "repeat")
 
 
 def prime_factors(n: int) -> list[int]:
@@ -67,6 +71,8 @@ class _Stage(nn.Module):
         if mode == "transposed":
             self.conv = nn.ConvTranspose1d(channels, channels, 2 * factor, stride=factor,
                                            groups=channels)
+        elif mode == "repeat":
+            self.conv = None
         else:
             self.conv = nn.Conv1d(channels, channels, 2 * factor + 1, padding=factor,
                                   groups=channels)
@@ -78,7 +84,8 @@ class _Stage(nn.Module):
             y = self.conv(x)
             start = self.factor // 2
             return y[..., start:start + x.shape[-1] * self.factor]
-        return self.conv(x.repeat_interleave(self.factor, dim=-1))
+        repeated = x.repeat_interleave(self.factor, dim=-1)
+        return repeated if self.conv is None else self.conv(repeated)
 
 
 class ConditioningUpsampler(nn.Module):
@@ -97,6 +104,6 @@ class ConditioningUpsampler(nn.Module):
         x = features
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i < len(self.stages) - 1:
+            if i < len(self.stages) - 1 and stage.conv is not None:
                 x = F.leaky_relu(x, 0.4)
         return x

@@ -39,6 +39,8 @@ def _build_datasets(recipe: Recipe):
         return (ToneDataset(data.size, data.sample_rate, long, mel_features, seed),
                 ToneDataset(data.validation_size, data.sample_rate, data.crop_samples,
                             mel_features, seed, split="validation"))
+    if data.kind == "codes":
+        return _code_datasets(recipe)
     cache_dir = data.cache_dir or str(Path(data.root) / ".wavegen-cache")
     if data.kind == "maestro":
         from wavegen.data.maestro import MaestroDataset
@@ -65,6 +67,41 @@ def _build_datasets(recipe: Recipe):
                                   items_per_epoch=data.items_per_epoch,
                                   labels=data.labels == "folder")
     return make_folder("train"), make_folder("validation")
+
+
+def _code_datasets(recipe: Recipe):
+    """Train / validation :class:`~wavegen.data.code_dataset.CodeDataset` of a prior's
+    recipe, checked against the prior's config (codebook sizes, hop, rate, the upper
+    level's ratio); the prior's ``fingerprint`` is filled in from the codes when the recipe
+    leaves it empty, and must match them otherwise."""
+    from wavegen.data.code_dataset import CodeDataset
+
+    data, config = recipe.data, recipe.model_config
+    fingerprint = config.fingerprint or None
+
+    def make(split: str) -> CodeDataset:
+        return CodeDataset(data.root, data.level, data.crop_samples, seed=recipe.train.seed,
+                           split=split, upper_level=data.upper_level,
+                           validation_fraction=data.validation_fraction,
+                           items_per_epoch=data.items_per_epoch if split == "train" else None,
+                           fingerprint=fingerprint, midi_root=data.midi_root)
+
+    train = make("train")
+    checks = [("codebook_size", train.codebook_size), ("code_hop", train.hop_length),
+              ("sample_rate", train.sample_rate)]
+    if data.upper_level is not None:
+        checks += [("upper_codebook_size", train.upper_codebook_size),
+                   ("upper_ratio", train.ratio)]
+    if data.conditioning == "roll":
+        from wavegen.data.midi import PianoRollConfig
+        checks.append(("roll_channels",
+                       PianoRollConfig(train.sample_rate, train.hop_length).num_channels))
+    for name, value in checks:
+        if getattr(config, name) != value:
+            raise ConfigError(f"model.{name} is {getattr(config, name)} but the level-"
+                              f"{data.level} codes under {data.root} need {value}")
+    config.fingerprint = train.fingerprint
+    return train, make("validation")
 
 
 def label_names(recipe: Recipe) -> list[str]:

@@ -56,7 +56,7 @@ from wavegen.train.tasks import get_task, section_owners
 from wavegen.train.tasks.registry import CONDITIONINGS, RECIPE_KEYS, TaskSpec
 from wavegen.utils.config import coerce, from_dict, to_dict
 
-DATA_KINDS = ("tones", "maestro", "audio_folder")
+DATA_KINDS = ("tones", "maestro", "audio_folder", "codes")
 LABEL_SOURCES = ("none", "folder")
 #: Most audio samples in one optimiser step (batch_size x crop_samples): 2^31 (8 GiB of
 #: float32 audio before any activation; also the int32 index limit of many GPU kernels).
@@ -69,12 +69,17 @@ class DataConfig:
 
     Attributes:
         kind: ``maestro`` (MAESTRO-format corpus: audio + MIDI), ``audio_folder`` (any folder
-            of audio files) or ``tones`` (generated on the fly, for smoke tests).
-        root: corpus folder (maestro, audio_folder).
+            of audio files), ``codes`` (a folder of VQ-VAE codes written by ``wavegen
+            encode``: the training data of the priors over codes,
+            :class:`~wavegen.data.code_dataset.CodeDataset`) or ``tones`` (generated on the
+            fly, for smoke tests).
+        root: corpus folder (maestro, audio_folder, codes).
         sample_rate: rate the audio is resampled to (cached).
-        crop_samples: samples per training example (a multiple of the hop).
+        crop_samples: samples per training example (a multiple of the hop); for ``codes``,
+            codes per example.
         conditioning: what the model is conditioned on: nothing, the log-mel of the
-            recipe's features, or the MIDI piano roll.
+            recipe's features, the MIDI piano roll, or (``codes`` data) the codes of
+            ``upper_level``.
         hop_length: piano-roll hop in samples (for ``roll``; mel uses the features' hop).
         cache_dir: where resampled audio and features are cached (default: ROOT/.wavegen-cache).
         items_per_epoch: random crops per epoch (default: one per file, or ``size``).
@@ -86,6 +91,11 @@ class DataConfig:
             training item is then a contiguous stream of ``K * crop_samples`` samples that a
             batch lane reads one ``crop_samples`` chunk per step, the model's state carried
             between chunks (:mod:`wavegen.data.streams`; recurrent models such as SampleRNN).
+        level: ``codes``: the level whose codes a prior learns.
+        upper_level: ``codes`` with conditioning ``codes``: the coarser level an upsampler
+            prior is conditioned on.
+        midi_root: ``codes`` with conditioning ``roll``: the folder the codes were encoded
+            from, holding each recording's MIDI file beside it.
     """
 
     kind: str = "tones"
@@ -101,6 +111,9 @@ class DataConfig:
     validation_fraction: float = 0.05
     labels: str = "none"
     stream_chunks: int = 1
+    level: int = 0
+    upper_level: int | None = None
+    midi_root: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("sample_rate", "crop_samples", "hop_length", "size", "validation_size",
@@ -118,12 +131,39 @@ class DataConfig:
             raise ConfigError(f"data.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
         if self.kind != "tones" and not self.root:
             raise ConfigError(f"data.root is required for data.kind {self.kind}")
-        if self.conditioning == "roll" and self.kind != "maestro":
+        if self.conditioning == "roll" and self.kind not in ("maestro", "codes"):
             raise ConfigError("data.conditioning roll needs MIDI: use data.kind maestro")
+        self._check_codes()
         if self.labels not in LABEL_SOURCES:
             raise ConfigError(f"data.labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
         if self.labels == "folder" and self.kind != "audio_folder":
             raise ConfigError("data.labels folder needs data.kind audio_folder")
+
+    def _check_codes(self) -> None:
+        """The ``codes`` fields: used by ``data.kind codes`` only, and consistent there."""
+        if self.kind != "codes":
+            for name, unset in (("upper_level", None), ("midi_root", None), ("level", 0)):
+                if getattr(self, name) != unset:
+                    raise ConfigError(f"data.{name} is for data.kind codes")
+            if self.conditioning == "codes":
+                raise ConfigError("data.conditioning codes needs data.kind codes")
+            return
+        if isinstance(self.level, bool) or self.level < 0:
+            raise ConfigError(f"data.level must be >= 0, got {self.level}")
+        if self.conditioning == "mel":
+            raise ConfigError("data.kind codes: conditioning must be none, codes or roll")
+        if (self.conditioning == "codes") != (self.upper_level is not None):
+            raise ConfigError("data.kind codes: conditioning codes and data.upper_level go "
+                              "together (an upsampler prior over level data.level, "
+                              "conditioned on the coarser level data.upper_level)")
+        if self.upper_level is not None and self.upper_level <= self.level:
+            raise ConfigError(f"data.upper_level ({self.upper_level}) must be coarser than "
+                              f"data.level ({self.level})")
+        if (self.conditioning == "roll") != (self.midi_root is not None):
+            raise ConfigError("data.kind codes: conditioning roll and data.midi_root go together "
+                              "(the folder the codes were encoded from, with the MIDI files)")
+        if self.stream_chunks != 1:
+            raise ConfigError("data.kind codes trains on crops: stream_chunks must be 1")
 
 
 @dataclass
@@ -249,6 +289,9 @@ def check_consistency(recipe: Recipe) -> None:
     the task's accepted conditionings are checked here, its own checks after.
     """
     data, features, spec = recipe.data, recipe.feature_config, recipe.task_spec
+    if data.kind == "codes":
+        _check_codes_recipe(recipe)
+        return
     contract = contract_of(recipe.model_config)
     if contract.sample_rate is not None and contract.sample_rate != data.sample_rate:
         raise ConfigError(f"model.sample_rate ({contract.sample_rate}) != data.sample_rate "
@@ -286,6 +329,27 @@ def check_consistency(recipe: Recipe) -> None:
         raise ConfigError(f"data.crop_samples x train.batch_size = {data.crop_samples} x "
                           f"{recipe.train.batch_size} = {step_samples} samples per step, over "
                           f"the limit of 2^31 = {MAX_STEP_SAMPLES}")
+
+
+def _check_codes_recipe(recipe: Recipe) -> None:
+    """A recipe on ``data.kind codes`` trains a prior over codes whose conditioning is the
+    data's; the rest (codebook sizes, hops, fingerprint) is checked against the codes files
+    when the datasets are built (:func:`wavegen.train.build.build_datasets`)."""
+    data, config = recipe.data, recipe.model_config
+    if recipe.task != "likelihood" or not hasattr(config, "upper_ratio"):
+        raise ConfigError(f"data.kind codes trains a prior over codes (model.family prior, "
+                          f"task likelihood), not family {recipe.model['family']}")
+    if config.conditioning != data.conditioning:
+        raise ConfigError(f"model.conditioning ({config.conditioning}) must equal "
+                          f"data.conditioning ({data.conditioning})")
+    if config.level != data.level:
+        raise ConfigError(f"model.level ({config.level}) must equal data.level ({data.level})")
+    if config.sample_rate != data.sample_rate:
+        raise ConfigError(f"model.sample_rate ({config.sample_rate}) != data.sample_rate "
+                          f"({data.sample_rate})")
+    if data.conditioning == "codes" and data.crop_samples % config.upper_ratio:
+        raise ConfigError(f"data.crop_samples ({data.crop_samples} codes) must be a multiple "
+                          f"of model.upper_ratio ({config.upper_ratio})")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -34,9 +34,11 @@ class _NLL(nn.Module):
     checkpoint stores of them.
     """
 
-    def __init__(self, model: nn.Module, local_key: str | None, global_key: str | None):
+    def __init__(self, model: nn.Module, local_key: str | None, global_key: str | None,
+                 target_key: str = "audio"):
         super().__init__()
         self.model = model
+        self.target_key = target_key
         self.local_key = local_key
         self.global_key = global_key
         #: stream key -> {"step": optimiser step that wrote it, "state": the model's state}
@@ -47,7 +49,7 @@ class _NLL(nn.Module):
         if "chunk" in batch:
             loss = self._tbptt(batch)
         else:
-            loss = self.model.loss(batch["audio"], conditioning_of(batch, self.local_key),
+            loss = self.model.loss(batch[self.target_key], conditioning_of(batch, self.local_key),
                                    conditioning_of(batch, self.global_key))
         return loss, {"nll": loss.detach().item(), "bits": nats_to_bits(loss.detach().item())}
 
@@ -82,15 +84,18 @@ class LikelihoodTask(Task):
         local_key: batch key of the local conditioning (``"mel"``, ``"roll"``) or None.
         global_key: batch key of the global conditioning or None.
         features: FeatureConfig used to score mel-conditioned samples (log-mel L1).
+        target_key: batch key of what the model predicts: ``"audio"``, or ``"codes"`` for
+            a prior over VQ-VAE codes (:mod:`wavegen.data.code_dataset`).
     """
 
     def __init__(self, model: nn.Module, local_key: str | None = None,
-                 global_key: str | None = None, features=None):
+                 global_key: str | None = None, features=None, target_key: str = "audio"):
         self.model = model
         self.local_key = local_key
         self.global_key = global_key
         self.features = features
-        self.objective = _NLL(model, local_key, global_key)
+        self.target_key = target_key
+        self.objective = _NLL(model, local_key, global_key, target_key)
         self.validation_key = "nll"
 
     def objectives(self) -> dict[str, Objective]:
@@ -109,7 +114,7 @@ class LikelihoodTask(Task):
 
     @torch.no_grad()
     def validation_metrics(self, model, batch):
-        nll = model.loss(batch["audio"], conditioning_of(batch, self.local_key),
+        nll = model.loss(batch[self.target_key], conditioning_of(batch, self.local_key),
                          conditioning_of(batch, self.global_key)).item()
         return {"nll": nll, "bits": nats_to_bits(nll)}
 
@@ -149,12 +154,17 @@ class LikelihoodTask(Task):
 
 
 def local_key_of(recipe) -> str | None:
-    """The batch key of a recipe's local conditioning (``"mel"``, ``"roll"``) or None."""
-    return None if recipe.data.conditioning == "none" else recipe.data.conditioning
+    """The batch key of a recipe's local conditioning (``"mel"``, ``"roll"``, the upper
+    level's ``"upper_codes"`` for ``codes``) or None."""
+    conditioning = recipe.data.conditioning
+    return None if conditioning == "none" else {"codes": "upper_codes"}.get(conditioning,
+                                                                           conditioning)
 
 
 def _build(recipe, model: nn.Module) -> LikelihoodTask:
-    return LikelihoodTask(model, local_key=local_key_of(recipe), features=recipe.feature_config)
+    target = "codes" if recipe.data.kind == "codes" else "audio"
+    return LikelihoodTask(model, local_key=local_key_of(recipe), features=recipe.feature_config,
+                          target_key=target)
 
 
 def _check(recipe) -> None:
@@ -164,6 +174,10 @@ def _check(recipe) -> None:
     if isinstance(model_class, type) and not callable(getattr(model_class, "loss", None)):
         raise ConfigError(f"task likelihood needs a model with loss(audio, local, global_cond); "
                           f"family {recipe.family.name} has none")
+    if recipe.data.kind == "codes" and recipe.train.sample_seconds:
+        raise ConfigError("train.sample_seconds: a prior's codes become audio only through "
+                          "its VQ-VAE; leave it 0 and sample through a hierarchy "
+                          "(wavegen sample HIERARCHY)")
     if recipe.data.stream_chunks > 1 and isinstance(model_class, type) \
             and not callable(getattr(model_class, "tbptt_loss", None)):
         raise ConfigError(f"data.stream_chunks {recipe.data.stream_chunks} trains by truncated "

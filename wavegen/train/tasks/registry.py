@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: :class:`~wavegen.train.recipe.Recipe`); no task may own a section of these names.
 RECIPE_KEYS = ("name", "task", "model", "features", "data", "train", "sections")
 #: Values of ``data.conditioning`` (mirrored by :class:`~wavegen.train.recipe.DataConfig`).
-CONDITIONINGS = ("none", "mel", "roll")
+CONDITIONINGS = ("none", "mel", "roll", "codes")
 
 
 def _config_parser(config_class: type) -> Callable[[dict[str, Any], str], Any]:
