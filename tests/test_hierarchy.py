@@ -25,6 +25,7 @@ from wavegen.errors import CheckpointError, UsageError
 from wavegen.hierarchy import (HIERARCHY_FILE, is_hierarchy, load_hierarchy, read_manifest,
                                sample_windowed, write_manifest)
 from wavegen.models.prior import CodePrior, CodePriorConfig
+from wavegen.nn.causal_transformer import CausalTransformer
 from wavegen.sampling import SamplingOptions, draw_uniforms, generate
 
 RATE = 16000
@@ -42,8 +43,8 @@ def prior_config(level: int, fingerprint: str, **overrides) -> CodePriorConfig:
     extra = {} if level == 2 else dict(conditioning="codes", upper_codebook_size=64,
                                        upper_ratio=HOPS[level + 1] // HOPS[level])
     return CodePriorConfig.preset("tiny", codebook_size=64, level=level, code_hop=HOPS[level],
-                                  sample_rate=RATE, fingerprint=fingerprint, layers=4, stacks=1,
-                                  **{**extra, **overrides})
+                                  sample_rate=RATE, fingerprint=fingerprint,
+                                  **{"layers": 4, "stacks": 1, **extra, **overrides})
 
 
 def save_prior(path: Path, config: CodePriorConfig, seed: int = 0) -> Path:
@@ -51,8 +52,10 @@ def save_prior(path: Path, config: CodePriorConfig, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = CodePrior(config)
     with torch.no_grad():  # sharper logits: an untrained prior whose draws follow the context
-        model.net.output[3].weight *= SHARPEN
-        model.net.output[3].bias *= SHARPEN
+        output = model.net.output if isinstance(model.net, CausalTransformer) \
+            else model.net.output[3]
+        output.weight *= SHARPEN
+        output.bias *= SHARPEN
     save_bundle(path, model, BundleInfo("prior", config, RATE, conditioning=config.conditioning))
     return path
 
@@ -182,6 +185,183 @@ def test_windows_must_exceed_the_overlap(loaded, one_thread):
     assert "\n" not in str(caught.value)
     with pytest.raises(UsageError, match="covers"):
         sample_windowed(model, 44, local=upper, options=SamplingOptions(), window=None)
+
+
+# --------------------------------------------------------------------------- transformer priors
+
+CONTEXT = 16  # the transformer top prior's context (codes)
+#: Transformer priors: 2 blocks of width 32 and 4 heads.
+TRANSFORMER = dict(architecture="transformer", layers=2, width=32, heads=4, context=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def transformer_hierarchy(hierarchy, tmp_path_factory) -> Path:
+    """The hierarchy with a transformer top prior (context 16); the upsamplers WaveNets."""
+    root = tmp_path_factory.mktemp("transformer") / "h"
+    shutil.copytree(hierarchy, root)
+    save_prior(root / "p2", prior_config(2, read_codes_fingerprint(hierarchy), **TRANSFORMER),
+               seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def transformer_loaded(transformer_hierarchy):
+    return load_hierarchy(transformer_hierarchy)
+
+
+def recording(monkeypatch) -> list[dict]:
+    """Every call sample_windowed makes to generate: its arguments and the codes it drew."""
+    import wavegen.hierarchy as module
+
+    calls = []
+
+    def record(model, num_samples, **kwargs):
+        result = generate(model, num_samples, **kwargs)
+        calls.append(dict(kwargs, model=model, num_samples=num_samples,
+                          samples=result.samples))
+        return result
+
+    monkeypatch.setattr(module, "generate", record)
+    return calls
+
+
+def check_windows(calls, codes, uniforms, local=None, hop=1, limit=None, overlap=None,
+                  first=0) -> None:
+    """Each window re-reads codes already written as its prompt (``overlap`` or more, on
+    whole frames), takes its slice of the conditioning and of the uniforms, holds at most
+    ``limit`` positions, and what it draws is what the result holds there."""
+    done = first
+    for index, call in enumerate(calls):
+        prompt = call["prompt"]
+        reread = 0 if prompt is None else prompt.shape[-1]
+        begin, end = done - reread, done + call["num_samples"]
+        assert begin % hop == 0, index
+        if prompt is not None:
+            assert torch.equal(prompt[:, 0].long(), codes[:, begin:done]), index
+        if overlap is not None and index > 0:
+            assert overlap <= reread < overlap + hop, (index, reread)
+        if limit is not None:
+            assert end - begin <= limit, (index, begin, end)
+        if local is not None:
+            assert torch.equal(call["local"], local[..., begin // hop:end // hop]), index
+        assert torch.equal(call["uniforms"], uniforms[:, done - first:end - first]), index
+        assert torch.equal(call["samples"], codes[:, done:end]), index
+        done = end
+    assert done == codes.shape[-1]
+
+
+def test_a_transformer_top_prior_samples_past_its_context_in_windows(transformer_loaded,
+                                                                    monkeypatch, one_thread):
+    h = transformer_loaded
+    top = h.priors[0].model
+    assert isinstance(top.net, CausalTransformer) and top.max_positions == CONTEXT
+    assert all(p.model.max_positions is None for p in h.priors[1:])
+    calls = recording(monkeypatch)
+    seconds = 2.5 * CONTEXT * HOPS[2] / RATE  # 40 top codes: 2.5 contexts
+    result = h.sample(seconds=seconds, options=SamplingOptions(seed=4))  # the default window
+    assert {l: e.codes.shape[-1] for l, e in result.levels.items()} == {2: 40, 1: 160, 0: 640}
+    assert result.finest.audio.shape == (1, 1, 40 * HOPS[2])
+    top_calls = [c for c in calls if c["model"] is top]
+    assert len(top_calls) == 4  # 16 codes, then 8 new ones per window re-reading 8
+    uniforms = torch.cat([c["uniforms"] for c in top_calls], dim=1)  # the level's own seed
+    check_windows(top_calls, result.levels[2].codes, uniforms, limit=CONTEXT,
+                  overlap=CONTEXT // 2)
+    assert len(torch.unique(result.levels[2].codes)) > 8
+    # The upsamplers (WaveNets) cover these levels in one pass each.
+    assert len(calls) == len(top_calls) + 2
+
+
+def test_a_transformer_first_window_is_one_generate_and_the_next_ones_reread_it(
+        transformer_loaded, monkeypatch, one_thread):
+    model = transformer_loaded.priors[0].model
+    total, seed = 3 * CONTEXT, 6
+    uniforms = draw_uniforms(1, total, 1, seed)
+    calls = recording(monkeypatch)
+    codes, result = sample_windowed(model, total, options=SamplingOptions(seed=seed))
+    assert codes.shape == (1, total) and torch.equal(result.samples, codes)
+    # The first window: a single generate of `context` codes from the same uniforms.
+    single = generate(model, CONTEXT, uniforms=uniforms[:, :CONTEXT]).samples
+    assert torch.equal(codes[:, :CONTEXT], single)
+    # Each next window re-reads the last context // 2 codes and continues them.
+    assert [c["num_samples"] for c in calls] == [16, 8, 8, 8, 8]
+    check_windows(calls, codes, uniforms, limit=CONTEXT, overlap=CONTEXT // 2)
+    second = generate(model, CONTEXT // 2, prompt=codes[:, None, 8:16].float(),
+                      uniforms=uniforms[:, 16:24]).samples
+    assert torch.equal(codes[:, 16:24], second)
+    # A longer overlap (at most context - 2) is another, as consistent, set of windows.
+    calls.clear()
+    longer, _ = sample_windowed(model, total, options=SamplingOptions(seed=seed), overlap=14)
+    assert [c["num_samples"] for c in calls] == [16] + [2] * 16
+    check_windows(calls, longer, uniforms, limit=CONTEXT, overlap=14)
+    assert torch.equal(longer[:, :CONTEXT], single)
+    assert not torch.equal(longer, codes)  # what a window re-reads matters
+
+
+def test_a_window_larger_than_the_context_is_capped(transformer_loaded, monkeypatch,
+                                                    one_thread):
+    model = transformer_loaded.priors[0].model
+    total, options = 40, SamplingOptions(seed=2)
+    default, _ = sample_windowed(model, total, options=options)
+    calls = recording(monkeypatch)
+    for window in (None, CONTEXT + 1, 1000):
+        calls.clear()
+        codes, _ = sample_windowed(model, total, options=options, window=window)
+        assert torch.equal(codes, default), window
+        assert max(c["num_samples"] + (0 if c["prompt"] is None else c["prompt"].shape[-1])
+                   for c in calls) == CONTEXT, window
+    # A smaller window is used as given (with the default overlap, half the context).
+    calls.clear()
+    codes, _ = sample_windowed(model, total, options=options, window=12)
+    check_windows(calls, codes, draw_uniforms(1, total, 1, 2), limit=12, overlap=CONTEXT // 2)
+    # Through the hierarchy too: the default window (16384 codes) and an explicit one.
+    h = transformer_loaded
+    for window in (None, 1000):
+        result = h.sample(seconds=total * HOPS[2] / RATE, options=options, stop_level=2,
+                          window=window, decode=False)
+        assert result.levels[2].codes.shape == (1, total)
+
+
+def test_a_transformer_upsampler_in_windows_on_whole_frames(monkeypatch, one_thread):
+    """A context (18) that is not a multiple of the ratio (4): windows start on whole upper
+    codes, hold at most the context, and re-read at least the overlap."""
+    torch.manual_seed(0)
+    model = CodePrior(prior_config(1, "", **{**TRANSFORMER, "context": 18})).eval()
+    assert model.max_positions == 18
+    total, seed = 64, 3
+    upper = torch.randint(0, 64, (2, total // 4), generator=torch.Generator().manual_seed(1))
+    prompt = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(2))
+    calls = recording(monkeypatch)
+    codes, _ = sample_windowed(model, total, local=upper, prompt=prompt,
+                               options=SamplingOptions(seed=seed))
+    assert codes.shape == (2, total) and torch.equal(codes[:, :6], prompt)
+    assert len(calls) > 4
+    check_windows(calls, codes, draw_uniforms(2, total - 6, 1, seed), local=upper, hop=4,
+                  limit=18, overlap=9, first=6)
+
+
+@pytest.mark.parametrize("overlap", [CONTEXT, CONTEXT + 5, CONTEXT - 1])
+def test_an_overlap_of_the_context_is_refused(transformer_loaded, overlap, one_thread):
+    model = transformer_loaded.priors[0].model
+    for window in (None, 1000, CONTEXT):
+        with pytest.raises(UsageError, match=rf"window \({CONTEXT} codes\) must exceed the "
+                                             rf"overlap \({overlap}\)") as caught:
+            sample_windowed(model, 40, options=SamplingOptions(), window=window,
+                            overlap=overlap)
+        assert "\n" not in str(caught.value)
+
+
+def test_an_overlap_of_the_context_is_refused_by_the_cli(transformer_hierarchy, tmp_path,
+                                                         capsys, one_thread):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(sample_cli(capsys, transformer_hierarchy, out / "x.wav", "--seconds",
+                                     SECONDS, "--overlap", CONTEXT),
+                          "must exceed the overlap")
+    assert files_in(out) == []
+    status, _, err = sample_cli(capsys, transformer_hierarchy, out / "y.wav", "--seconds",
+                                3 * CONTEXT * HOPS[2] / RATE, "--level", 2)
+    assert status == 0 and err == "", err
+    assert wav(out / "y.wav").shape == (3 * CONTEXT * HOPS[2],)
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -463,8 +463,10 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
         prompt: ``[B, P]`` codes to continue, or None.
         options: sampling options; its seed draws the uniforms of positions ``P..total``.
         window: most positions per call of the sampling loop (prompt context included);
-            None samples in one pass.
-        overlap: codes re-read as the next window's prompt (default: the receptive field).
+            None samples in one pass. A model with a finite context (``max_positions``: a
+            transformer prior) is never given more than that.
+        overlap: codes re-read as the next window's prompt (default: the receptive field;
+            half the context of a transformer).
         uniforms: ``[B, total - P, 1]`` pre-drawn uniforms (default: from ``options.seed``).
 
     Returns:
@@ -484,8 +486,11 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
     hop = model.config.hop_length or 1
     if local is not None and local.shape[-1] * hop != total:
         raise UsageError(f"the conditioning covers {local.shape[-1] * hop} codes, not {total}")
+    limit = getattr(model, "max_positions", None)  # a transformer's context
+    if limit is not None:
+        window = limit if window is None else min(window, limit)
     if overlap is None:
-        overlap = model.receptive_field
+        overlap = model.receptive_field if limit is None else limit // 2
     if window is not None and window < overlap + 2 * hop:
         raise UsageError(f"window ({window} codes) must exceed the overlap ({overlap}) by at "
                          f"least {2 * hop} codes")

@@ -1,7 +1,8 @@
-"""CodePrior (wavegen.models.prior): a causal WaveNet over VQ-VAE codes. Causality for every
-conditioning, the incremental loop against a teacher-forced pass, learning (a periodic
-sequence; an upsampler that copies its upper codes), codebooks that are not powers of two,
-classifier-free guidance, the "repeat" upsampler, and one-line refusals of bad input."""
+"""CodePrior (wavegen.models.prior): a causal WaveNet or transformer over VQ-VAE codes.
+Causality for every conditioning, the incremental loop against a teacher-forced pass,
+learning (a periodic sequence; an upsampler that copies its upper codes), codebooks that are
+not powers of two, classifier-free guidance, the "repeat" upsampler, and one-line refusals
+of bad input; the tests that take the ``architecture`` fixture run for both networks."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from wavegen.models.prior import START_CODE, CodePrior, CodePriorConfig
 from wavegen.models.protocols import SAMPLE_LEVEL
 from wavegen.models.registry import get_family
 from wavegen.models.wavenet import shift_right
+from wavegen.nn.causal_transformer import CausalTransformer
 from wavegen.nn.distributions import Categorical, CodeCategorical, sample_categorical
 from wavegen.nn.logit_filters import cfg_logits
 from wavegen.nn.upsample import ConditioningUpsampler
@@ -29,19 +31,32 @@ CONDITIONINGS = ("none", "codes", "roll")
 #: Small WaveNets: 4 layers of kernel 2 (receptive field 16 codes).
 SMALL = dict(layers=4, stacks=1, residual_channels=16, gate_channels=32, skip_channels=32,
              upper_dim=8)
+ARCHITECTURES = ("wavenet", "transformer")
+#: Small transformers: 2 blocks of width 32, 4 heads, a context of 64 codes.
+TRANSFORMER = dict(architecture="transformer", layers=2, width=32, heads=4, context=64)
 
 
-def config(conditioning: str = "none", codebook_size: int = K, **overrides) -> CodePriorConfig:
+@pytest.fixture(params=ARCHITECTURES)
+def architecture(request) -> str:
+    """Runs a test for the WaveNet and the transformer prior."""
+    return request.param
+
+
+def config(conditioning: str = "none", codebook_size: int = K, architecture: str = "wavenet",
+           **overrides) -> CodePriorConfig:
     extra = {"none": {},
              "codes": dict(upper_codebook_size=UPPER_K, upper_ratio=RATIO),
              "roll": dict(roll_channels=ROLL)}[conditioning]
+    network = TRANSFORMER if architecture == "transformer" else {}
     return CodePriorConfig.preset("tiny", codebook_size=codebook_size,
-                                  conditioning=conditioning, **{**SMALL, **extra, **overrides})
+                                  conditioning=conditioning,
+                                  **{**SMALL, **network, **extra, **overrides})
 
 
-def prior(conditioning: str = "none", seed: int = 0, **overrides) -> CodePrior:
+def prior(conditioning: str = "none", seed: int = 0, architecture: str = "wavenet",
+          **overrides) -> CodePrior:
     torch.manual_seed(seed)
-    return CodePrior(config(conditioning, **overrides)).eval()
+    return CodePrior(config(conditioning, architecture=architecture, **overrides)).eval()
 
 
 def local_for(conditioning: str, batch: int, length: int, seed: int = 1):
@@ -72,32 +87,48 @@ def one_line(exc_info) -> str:
 # --------------------------------------------------------------------------- contract
 
 
-def test_family_config_contract_and_bundle_round_trip(tmp_path, one_thread):
+def test_family_config_contract_and_bundle_round_trip(tmp_path, architecture, one_thread):
     family = get_family("prior")
     assert family.model_class is CodePrior and family.kind == SAMPLE_LEVEL
     assert family.task == "likelihood"
-    c = config("codes")
+    c = config("codes", architecture=architecture)
     assert (c.conditioning_channels, c.hop_length, c.local_channels) == (UPPER_K, RATIO, 8)
     assert config("roll").hop_length == 1 and config("none").hop_length is None
-    assert c.receptive_field == 16  # 1 + (1 + 2 + 4 + 8)
     assert CodePriorConfig.preset("tiny").receptive_field == 511
-    model = prior("codes")
+    model = prior("codes", architecture=architecture)
+    if architecture == "transformer":
+        assert isinstance(model.net, CausalTransformer)
+        assert c.receptive_field == model.receptive_field == model.max_positions == 64
+        # the size estimate is exact (CausalTransformer + the upper codes' embedding)
+        assert c.estimate_size().parameters == model.num_parameters()
+    else:
+        assert c.receptive_field == model.receptive_field == 16  # 1 + (1 + 2 + 4 + 8)
+        assert model.max_positions is None
     assert isinstance(model.head, CodeCategorical) and model.head.num_classes == K
     assert model.silence_input() == START_CODE
+    with torch.no_grad():  # not the initial weights: the loaded ones must be these
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
     save_bundle(tmp_path / "p", model, BundleInfo("prior", c, c.sample_rate,
                                                   conditioning="codes"))
     loaded, info = load_bundle(tmp_path / "p")
     assert info.family == "prior" and info.model_config == c
+    assert info.model_config.architecture == architecture
+    assert type(loaded.net) is type(model.net)
     codes, local = random_codes(2, 24), local_for("codes", 2, 24)
     assert torch.equal(teacher_forced(loaded, codes, local), teacher_forced(model, codes, local))
+    uniforms = draw_uniforms(2, 24, 1, seed=4)
+    assert torch.equal(generate(loaded, local=local, uniforms=uniforms).samples,
+                       generate(model, local=local, uniforms=uniforms).samples)
 
 
 # --------------------------------------------------------------------------- causality
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
-def test_changing_a_code_changes_no_logit_at_or_before_it(conditioning, one_thread):
-    model = prior(conditioning)
+def test_changing_a_code_changes_no_logit_at_or_before_it(conditioning, architecture,
+                                                          one_thread):
+    model = prior(conditioning, architecture=architecture)
     length = 32
     codes, local = random_codes(1, length), local_for(conditioning, 1, length)
     logits = teacher_forced(model, codes, local)
@@ -110,8 +141,8 @@ def test_changing_a_code_changes_no_logit_at_or_before_it(conditioning, one_thre
         assert not torch.allclose(other[..., t + 1], logits[..., t + 1], atol=1e-4), t
 
 
-def test_upper_code_j_conditions_its_own_codes_and_later_ones_only(one_thread):
-    model = prior("codes")
+def test_upper_code_j_conditions_its_own_codes_and_later_ones_only(architecture, one_thread):
+    model = prior("codes", architecture=architecture)
     length = 32
     codes, upper = random_codes(1, length), local_for("codes", 1, length)
     logits = teacher_forced(model, codes, upper)
@@ -125,8 +156,8 @@ def test_upper_code_j_conditions_its_own_codes_and_later_ones_only(one_thread):
             assert not torch.allclose(other[..., t], logits[..., t], atol=1e-4), (j, t)
 
 
-def test_roll_frame_t_conditions_code_t_and_later_ones_only(one_thread):
-    model = prior("roll")
+def test_roll_frame_t_conditions_code_t_and_later_ones_only(architecture, one_thread):
+    model = prior("roll", architecture=architecture)
     length = 24
     codes, roll = random_codes(1, length), local_for("roll", 1, length)
     logits = teacher_forced(model, codes, roll)
@@ -142,8 +173,9 @@ def test_roll_frame_t_conditions_code_t_and_later_ones_only(one_thread):
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
-def test_incremental_sampling_equals_a_teacher_forced_pass(conditioning, one_thread):
-    model = prior(conditioning)
+def test_incremental_sampling_equals_a_teacher_forced_pass(conditioning, architecture,
+                                                           one_thread):
+    model = prior(conditioning, architecture=architecture)
     batch, length = 2, 40
     local = local_for(conditioning, batch, length)
     uniforms = draw_uniforms(batch, length, 1, seed=11)
@@ -171,22 +203,25 @@ def test_incremental_sampling_equals_a_teacher_forced_pass(conditioning, one_thr
     assert not torch.equal(greedy, codes)
 
 
-def test_prompted_steps_equal_the_teacher_forced_logits(one_thread):
-    model = prior("none")
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_prompted_steps_equal_the_teacher_forced_logits(conditioning, architecture, one_thread):
+    model = prior(conditioning, architecture=architecture)
     length, prompt = 20, 5
-    codes = random_codes(1, length)
-    logits = teacher_forced(model, codes)
+    codes, local = random_codes(1, length), local_for(conditioning, 1, length)
+    logits = teacher_forced(model, codes, local)
     with torch.no_grad():
-        state = model.start(1, length, prompt=codes[:, :prompt])
+        state = model.start(1, length, local, prompt=codes[:, :prompt])
         for t in range(prompt, length):
             step = model.step(codes[:, t - 1], state)
             assert torch.allclose(step, logits[..., t], atol=1e-5), t
 
 
-def test_prompted_sampling_keeps_the_prompt_beyond_the_receptive_field(one_thread):
-    """With a prompt at least as long as the receptive field the start code no longer
-    matters: the loop continues from the teacher-forced context."""
-    model = prior("codes")
+def test_prompted_sampling_keeps_the_prompt_beyond_the_receptive_field(architecture,
+                                                                      one_thread):
+    """The loop continues from the teacher-forced context of the prompt (with a prompt at
+    least as long as a WaveNet's receptive field the start code no longer matters; a
+    transformer sees it, in both passes)."""
+    model = prior("codes", architecture=architecture)
     length, prompt = 40, 20
     codes, upper = random_codes(1, length), local_for("codes", 1, length)
     greedy = generate(model, length - prompt, local=upper,
@@ -197,8 +232,8 @@ def test_prompted_sampling_keeps_the_prompt_beyond_the_receptive_field(one_threa
     assert torch.equal(greedy, expected)
 
 
-def test_classifier_free_guidance_with_a_cond_dropout_prior(one_thread):
-    model = prior("codes", cond_dropout=0.3)
+def test_classifier_free_guidance_with_a_cond_dropout_prior(architecture, one_thread):
+    model = prior("codes", cond_dropout=0.3, architecture=architecture)
     length = 24
     upper = local_for("codes", 1, length)
     uniforms = draw_uniforms(1, length, 1, seed=3)
@@ -229,8 +264,8 @@ def test_classifier_free_guidance_with_a_cond_dropout_prior(one_thread):
 # --------------------------------------------------------------------------- learning
 
 
-def test_loss_falls_on_a_periodic_code_sequence(one_thread):
-    model = prior("none").train()
+def test_loss_falls_on_a_periodic_code_sequence(architecture, one_thread):
+    model = prior("none", architecture=architecture).train()
     pattern = torch.tensor([3, 17, 42, 8, 29])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
@@ -247,11 +282,13 @@ def test_loss_falls_on_a_periodic_code_sequence(one_thread):
     assert max(bits[-3:]) < 1.0, bits            # ends well below log2(K)
 
 
-def test_an_upsampler_learns_to_follow_its_upper_codes(one_thread):
+def test_an_upsampler_learns_to_follow_its_upper_codes(architecture, one_thread):
     """Training data whose codes copy the upper code above them: afterwards the prior writes
     the upper codes it is given, codes it never saw together in training."""
     k = 16
-    model = prior("codes", codebook_size=k, upper_codebook_size=k, layers=3).train()
+    layers = 3 if architecture == "wavenet" else 2
+    model = prior("codes", codebook_size=k, upper_codebook_size=k, layers=layers,
+                  architecture=architecture).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     for _ in range(40):
@@ -300,6 +337,18 @@ def test_a_codebook_that_is_not_a_power_of_two(one_thread):
             CodeCategorical(bad)
 
 
+def test_a_transformer_codebook_that_is_not_a_power_of_two(one_thread):
+    model = prior("codes", codebook_size=48, architecture="transformer")
+    assert model.net.classes == 48 and model.head.num_classes == 48
+    length = 32
+    upper = local_for("codes", 2, length)
+    assert teacher_forced(model, random_codes(2, length, k=48), upper).shape == (2, 48, length)
+    top = generate(model, local=upper, uniforms=torch.ones(2, length, 1)).samples
+    assert bool((top == 47).all())
+    drawn = generate(model, local=upper, options=SamplingOptions(seed=0)).samples
+    assert int(drawn.max()) < 48 and len(torch.unique(drawn)) > 10
+
+
 def test_the_repeat_upsampler_has_no_parameters_and_is_strictly_local(one_thread):
     up = ConditioningUpsampler(3, (4,), 4, "repeat")
     assert sum(p.numel() for p in up.parameters()) == 0
@@ -338,16 +387,38 @@ def bad_inputs():
     yield "roll", codes, roll[:, :, :8], "must cover the same"
 
 
+#: The transformer's words where the WaveNet's differ (conditioning not covering the codes).
+TRANSFORMER_MESSAGES = {"cover": "12 positions, but there are 16",
+                        "must cover the same": "8 positions, but there are 16"}
+
+
 @pytest.mark.parametrize("conditioning, codes, local, message", list(bad_inputs()))
-def test_bad_inputs_are_one_line_usage_errors(conditioning, codes, local, message, one_thread):
-    model = prior(conditioning)
+def test_bad_inputs_are_one_line_usage_errors(conditioning, codes, local, message, architecture,
+                                              one_thread):
+    model = prior(conditioning, architecture=architecture)
+    if architecture == "transformer":
+        message = TRANSFORMER_MESSAGES.get(message, message)
     with pytest.raises(UsageError, match=message) as caught:
         model.loss(codes, local)
     one_line(caught)
 
 
-def test_bad_sampling_inputs_are_one_line_usage_errors(one_thread):
-    model = prior("codes")
+def test_a_transformer_prior_refuses_more_codes_than_its_context(one_thread):
+    model = prior("codes", architecture="transformer", context=16)
+    upper = local_for("codes", 1, 20)
+    with pytest.raises(UsageError, match=r"exceed the transformer's context \(16\)") as caught:
+        model.loss(random_codes(1, 20), upper)
+    one_line(caught)
+    for kwargs in (dict(local=upper), dict(local=upper, prompt=torch.ones(1, 1, 8))):
+        with pytest.raises(UsageError, match="context") as caught:
+            generate(model, **kwargs)
+        one_line(caught)
+    # Exactly the context is fine.
+    assert generate(model, local=upper[:, :4]).samples.shape == (1, 16)
+
+
+def test_bad_sampling_inputs_are_one_line_usage_errors(architecture, one_thread):
+    model = prior("codes", architecture=architecture)
     upper = local_for("codes", 1, 16)
     for kwargs in (dict(local=upper.float()), dict(local=None, num_samples=8),
                    dict(local=upper, prompt=torch.full((1, 1, 3), float(K)))):
@@ -355,7 +426,7 @@ def test_bad_sampling_inputs_are_one_line_usage_errors(one_thread):
             generate(model, **kwargs)
         one_line(caught)
     with pytest.raises(UsageError) as caught:
-        generate(prior("none"), 8, local=upper)
+        generate(prior("none", architecture=architecture), 8, local=upper)
     one_line(caught)
 
 
@@ -378,11 +449,35 @@ def test_bad_sampling_inputs_are_one_line_usage_errors(one_thread):
     (dict(level=-1), "level"),
     (dict(level=1.0), "level"),
     (dict(layers=0), "layers must be >= 1"),
+    (dict(architecture="rnn"), "architecture must be one of wavenet, transformer"),
+    (dict(architecture="Transformer"), "architecture must be one of"),
+    (dict(TRANSFORMER, width=30), r"width \(30\) must be a multiple of heads \(4\)"),
+    (dict(TRANSFORMER, width=32, heads=5), "multiple of heads"),
+    (dict(TRANSFORMER, heads=0), "heads must be a positive integer"),
+    (dict(TRANSFORMER, context=0), "context must be a positive integer"),
+    (dict(TRANSFORMER, context=-8), "context must be a positive integer"),
+    (dict(TRANSFORMER, context=64.0), "context must be a positive integer"),
+    (dict(TRANSFORMER, context=True), "context must be a positive integer"),
+    (dict(TRANSFORMER, context=(1 << 20) + 1), "over 2\\^20"),
+    (dict(TRANSFORMER, layers=0), "layers must be a positive integer"),
+    (dict(TRANSFORMER, width=0), "width must be a positive integer"),
+    (dict(TRANSFORMER, dropout=1.0), "dropout"),
+    (dict(TRANSFORMER, conditioning="roll", roll_channels=2, cond_dropout=-0.1),
+     "cond_dropout"),
+    (dict(TRANSFORMER, cond_dropout=0.1), "cond_dropout needs conditioning"),
 ])
 def test_bad_configs_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as caught:
         CodePriorConfig(**{**SMALL, **overrides})
     assert one_line(caught).startswith("CodePriorConfig")
+
+
+def test_a_transformer_config_ignores_the_wavenet_fields():
+    """The WaveNet's fields are not checked for a transformer (and its layers are blocks)."""
+    c = CodePriorConfig(**{**SMALL, **TRANSFORMER, "stacks": 0, "kernel_size": 0})
+    assert c.receptive_field == 64 and c.layers == 2
+    with pytest.raises(ConfigError):
+        CodePriorConfig(**{**SMALL, "stacks": 0})
 
 
 def test_bad_config_dicts_and_presets_are_config_errors():
@@ -394,3 +489,8 @@ def test_bad_config_dicts_and_presets_are_config_errors():
     one_line(caught)
     good = config("roll", cond_dropout=0.1)
     assert CodePriorConfig.from_dict(good.to_dict()) == good
+    good = config("codes", architecture="transformer", cond_dropout=0.1)
+    assert CodePriorConfig.from_dict(good.to_dict()) == good
+    with pytest.raises(ConfigError, match="architecture") as caught:
+        CodePriorConfig.from_dict({**good.to_dict(), "architecture": "lstm"})
+    one_line(caught)

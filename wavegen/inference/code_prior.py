@@ -23,7 +23,6 @@ from wavegen.inference.conditioning import Conditioning
 from wavegen.inference.options import InferenceOptions
 from wavegen.inference.sample_level import SampleLevelAdapter
 from wavegen.inference.signals import Signal
-from wavegen.sampling import generate
 
 
 def prior_signals(config) -> tuple[Signal, Signal]:
@@ -50,6 +49,8 @@ class CodePriorAdapter(SampleLevelAdapter):
 
     def run(self, conditioning: Conditioning, options: InferenceOptions,
             sink: Sink | None = None) -> SynthesisResult:
+        from wavegen.hierarchy import sample_windowed  # (a transformer's context: windows)
+
         if conditioning.prompt is not None:
             raise UsageError(f"{self.name}: a prior continues codes, not audio: use a "
                              f"hierarchy (wavegen.hierarchy) for --prompt")
@@ -58,8 +59,10 @@ class CodePriorAdapter(SampleLevelAdapter):
             local = local.to(self.device())
             if self.info.model_config.conditioning == "codes":
                 local = local.reshape(local.shape[0], -1).long()
-        result = generate(self.model, conditioning.num_samples, local=local,
-                          options=self.sampling_options(options), backend="reference")
+        hop = self.info.model_config.hop_length or 1
+        total = conditioning.num_samples if local is None else local.shape[-1] * hop
+        _, result = sample_windowed(self.model, total, local=local,
+                                    options=self.sampling_options(options), window=None)
         return deliver(result.samples[:, None, :], self.output, result.seconds, sink,
                        generation=result)
 

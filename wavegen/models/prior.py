@@ -7,9 +7,14 @@ structure), an *upsampler* prior per lower level writes that level's codes given
 of the level above, and the VQ-VAE's decoder turns the finest codes written into audio
 (:mod:`wavegen.hierarchy`).
 
-The network is a causal WaveNet over code embeddings (the baseline the issue names;
-Dieleman et al.'s priors are WaveNets too): :class:`~wavegen.models.wavenet.WaveNet` with a
-categorical head of ``codebook_size`` classes whose "samples" are codes. A code prior is a
+The network (``architecture``) is a causal WaveNet over code embeddings (``wavenet``, the
+baseline; Dieleman et al.'s priors are WaveNets): :class:`~wavegen.models.wavenet.WaveNet`
+with a categorical head of ``codebook_size`` classes whose "samples" are codes; or a causal
+transformer (``transformer``, Jukebox's priors are transformers):
+:class:`~wavegen.nn.causal_transformer.CausalTransformer`, ``layers`` pre-norm blocks of
+``width`` channels and ``heads`` heads over a context of ``context`` codes, sampled with a
+key/value cache (a longer clip is sampled in windows of at most ``context`` codes,
+:func:`wavegen.hierarchy.sample_windowed`). The same conditioning reaches both. A code prior is a
 :class:`~wavegen.models.protocols.SampleLevelModel` whose positions are codes, so it trains
 by the likelihood task and samples through :func:`wavegen.sampling.generate` with every
 control WaveNet has (temperature, top-p, typical sampling, classifier-free guidance,
@@ -53,12 +58,15 @@ from torch import nn
 
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, layer
-from wavegen.models.wavenet import WaveNet, WaveNetConfig, WaveNetState, shift_right
+from wavegen.models.wavenet import WaveNet, WaveNetConfig, shift_right
+from wavegen.nn.causal_transformer import CausalTransformer, transformer_parameters
 from wavegen.nn.distributions import CodeCategorical
 from wavegen.utils.config import DictConfig, from_preset
 
 #: What a prior may be conditioned on (module docstring).
 PRIOR_CONDITIONINGS = ("none", "codes", "roll")
+#: The networks a prior can run (module docstring).
+ARCHITECTURES = ("wavenet", "transformer")
 #: The "previous code" of the first position.
 START_CODE = 0
 
@@ -82,9 +90,13 @@ class CodePriorConfig(DictConfig):
         upper_ratio: codes of this level per upper code (``codes`` only).
         upper_dim: dimension of the upper codes' embedding (``codes`` only).
         roll_channels: piano-roll channels (``roll`` only).
-        layers, stacks, kernel_size, residual_channels, gate_channels, skip_channels,
-            dropout, cond_dropout: the WaveNet (:class:`~wavegen.models.wavenet.WaveNetConfig`);
-            its receptive field, in codes, is the prior's context.
+        architecture: ``wavenet`` or ``transformer``.
+        layers, stacks, kernel_size, residual_channels, gate_channels, skip_channels: the
+            WaveNet (:class:`~wavegen.models.wavenet.WaveNetConfig`); its receptive field,
+            in codes, is the prior's context. For a transformer ``layers`` is its number of
+            blocks.
+        width, heads, context: the transformer's width, attention heads and context (codes).
+        dropout, cond_dropout: dropout in the network; conditioning dropout (CFG).
     """
 
     codebook_size: int = 2048
@@ -97,12 +109,16 @@ class CodePriorConfig(DictConfig):
     upper_ratio: int = 1
     upper_dim: int = 32
     roll_channels: int = 0
+    architecture: str = "wavenet"
     layers: int = 10
     stacks: int = 3
     kernel_size: int = 2
     residual_channels: int = 128
     gate_channels: int = 256
     skip_channels: int = 256
+    width: int = 128
+    heads: int = 4
+    context: int = 512
     dropout: float = 0.0
     cond_dropout: float = 0.0
 
@@ -132,7 +148,22 @@ class CodePriorConfig(DictConfig):
             raise bad(f"roll_channels is for conditioning roll, not {self.conditioning}")
         if self.conditioning == "none" and self.cond_dropout:
             raise bad("cond_dropout needs conditioning (codes or roll)")
-        self.wavenet_config()  # the WaveNet's own checks, with the prior's names
+        if self.architecture not in ARCHITECTURES:
+            raise bad(f"architecture must be one of {', '.join(ARCHITECTURES)}, "
+                      f"got {self.architecture!r}")
+        if self.architecture == "transformer":
+            for name in ("layers", "width", "heads", "context"):
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise bad(f"{name} must be a positive integer, got {value!r}")
+            if self.width % self.heads:
+                raise bad(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+            if not 0 <= self.dropout < 1 or not 0 <= self.cond_dropout < 1:
+                raise bad("dropout and cond_dropout must be in [0, 1)")
+            if self.context > 1 << 20:
+                raise bad(f"context ({self.context}) over 2^20 codes")
+        else:
+            self.wavenet_config()  # the WaveNet's own checks, with the prior's names
 
     # ------------------------------------------------------------------ contract
     @property
@@ -173,14 +204,22 @@ class CodePriorConfig(DictConfig):
                 from None
 
     def estimate_size(self) -> SizeEstimate:
-        size = self.wavenet_config().estimate_size()
+        if self.architecture == "transformer":
+            size = SizeEstimate(transformer_parameters(self.codebook_size, self.width,
+                                                       self.layers, self.context,
+                                                       self.local_channels),
+                                6 * self.layers + 4)
+        else:
+            size = self.wavenet_config().estimate_size()
         if self.conditioning == "codes":
             size += layer(self.upper_codebook_size * self.upper_dim)
         return size
 
     @property
     def receptive_field(self) -> int:
-        """Codes the prediction of the next code depends on."""
+        """Codes the prediction of the next code depends on (a transformer: its context)."""
+        if self.architecture == "transformer":
+            return self.context
         return self.wavenet_config().receptive_field
 
     @classmethod
@@ -193,7 +232,8 @@ class CodePriorConfig(DictConfig):
         return from_preset(cls, PRIOR_PRESETS, name, overrides, "code prior")
 
 
-#: Sizes. ``tiny``: 2 x 8 layers of width 32 (receptive field 511 codes, ~4 s at the tiny
+#: Sizes (WaveNet; a transformer of about the same size: ``architecture: transformer`` with
+#: ``layers`` 4, ``width`` 64 for tiny). ``tiny``: 2 x 8 layers of width 32 (receptive field 511 codes, ~4 s at the tiny
 #: VQ-VAE's top level); ``small``: 3 x 10 layers of width 64; ``large``: 4 x 10 layers of
 #: width 128 / gates 256 (Dieleman et al.'s priors are of this order).
 PRIOR_PRESETS: dict[str, dict[str, Any]] = {
@@ -230,7 +270,18 @@ class CodePrior(nn.Module):
         self.head = CodeCategorical(config.codebook_size)
         self.upper_embedding = (nn.Embedding(config.upper_codebook_size, config.upper_dim)
                                 if config.conditioning == "codes" else None)
-        self.net = _CodeWaveNet(config.wavenet_config())
+        if config.architecture == "transformer":
+            self.net = CausalTransformer(config.codebook_size, config.width, config.layers,
+                                         config.heads, config.context, config.local_channels,
+                                         config.hop_length or 1, config.dropout,
+                                         config.cond_dropout)
+        else:
+            self.net = _CodeWaveNet(config.wavenet_config())
+
+    @property
+    def max_positions(self) -> int | None:
+        """Most codes one sampling call can hold (a transformer's context), else None."""
+        return self.config.context if self.config.architecture == "transformer" else None
 
     # ------------------------------------------------------------------ contract members
     @property
@@ -292,12 +343,13 @@ class CodePrior(nn.Module):
 
     def start(self, batch: int, length: int, local: torch.Tensor | None = None,
               global_cond: torch.Tensor | None = None, unconditional: bool = False,
-              prompt: torch.Tensor | None = None) -> WaveNetState:
+              prompt: torch.Tensor | None = None):
         """Incremental state for ``length`` codes (prompt included); see WaveNet.start."""
+        extra = {"first": START_CODE} if self.config.architecture == "transformer" else {}
         return self.net.start(batch, length, self.local_features(local), global_cond,
-                              unconditional=unconditional, prompt=prompt)
+                              unconditional=unconditional, prompt=prompt, **extra)
 
-    def step(self, previous: torch.Tensor, state: WaveNetState) -> torch.Tensor:
+    def step(self, previous: torch.Tensor, state) -> torch.Tensor:
         """Logits ``[B, codebook_size]`` of the code after ``previous`` ``[B]``."""
         return self.net.step(previous, state)[:, :self.config.codebook_size]
 
@@ -321,5 +373,5 @@ def describe(config: CodePriorConfig) -> str:
             f"context {rf} codes = {rf / config.codes_per_second:.2f} s")
 
 
-__all__ = ["CodePrior", "CodePriorConfig", "PRIOR_CONDITIONINGS", "PRIOR_PRESETS",
+__all__ = ["ARCHITECTURES", "CodePrior", "CodePriorConfig", "PRIOR_CONDITIONINGS", "PRIOR_PRESETS",
            "START_CODE", "describe", "prior_adapter"]
