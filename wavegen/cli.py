@@ -265,6 +265,42 @@ def _run_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", help="audio file, or a folder of them")
+    parser.add_argument("midi", help="its MIDI file, or a folder with one MIDI file per audio "
+                        "file at the same relative path (.mid or .midi)")
+    parser.add_argument("--seconds", type=_seconds, default=None,
+                        help="score only the first SECONDS of each file")
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from wavegen.eval.score import score_file, score_pairs
+
+    pairs = score_pairs(args.audio, args.midi)
+    keys = ("onset_precision", "onset_recall", "onset_f1", "chroma_r")
+    totals = dict.fromkeys(keys, 0.0)
+    for audio, midi in pairs:
+        scores = score_file(audio, midi, args.seconds)
+        for key in keys:
+            totals[key] += scores[key]
+        print(f"{audio}: onset P {scores['onset_precision']:.3f} R {scores['onset_recall']:.3f} "
+              f"F1 {scores['onset_f1']:.3f} (50 ms), chroma r {scores['chroma_r']:.3f}")
+    n = len(pairs)
+    print(f"mean over {n} file{'s' if n != 1 else ''}: onset P {totals['onset_precision'] / n:.3f}"
+          f" R {totals['onset_recall'] / n:.3f} F1 {totals['onset_f1'] / n:.3f}, chroma r "
+          f"{totals['chroma_r'] / n:.3f}")
+    return 0
+
+
+register(Command(
+    name="score",
+    help="how well audio follows a MIDI score: note-onset F1 (mir_eval, 50 ms) and chroma "
+         "correlation, per file and on average",
+    add_arguments=_add_score_arguments,
+    run=_run_score,
+))
+
+
 register(Command(
     name="spec",
     help="plot the waveform, log-mel and instantaneous frequency of an audio file",

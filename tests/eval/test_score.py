@@ -179,3 +179,45 @@ def test_bad_arguments_are_usage_errors(piece):
         with pytest.raises(UsageError) as error:
             call()
         _one_line(error)
+
+
+def _write_pair(folder, midi, audio, name):
+    (folder / "audio" / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / "midi" / name).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(folder / "audio" / f"{name}.wav"), audio, 16000)
+    midi.write(str(folder / "midi" / f"{name}.mid"))
+
+
+def test_the_score_verb_prints_a_line_per_file_and_the_mean(piece, other_piece, tmp_path,
+                                                            capsys):
+    from wavegen.cli import main
+
+    midi, audio = piece
+    _write_pair(tmp_path, midi, audio, "right")
+    _write_pair(tmp_path, other_piece, audio, "sub/wrong")  # the audio of another piece
+    assert main(["score", str(tmp_path / "audio"), str(tmp_path / "midi")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("mean over 2 files")
+    right = next(line for line in lines if "right.wav" in line)
+    wrong = next(line for line in lines if "wrong.wav" in line)
+
+    def f1(line):
+        return float(line.split(" F1 ")[1].split()[0])
+
+    assert f1(right) >= 0.8 > 0.5 > f1(wrong)
+    mean = float(lines[2].split(" F1 ")[1].split(",")[0])
+    assert mean == pytest.approx((f1(right) + f1(wrong)) / 2, abs=2e-3)
+
+
+def test_the_score_verb_refuses_unpaired_inputs_in_one_line(piece, tmp_path, capsys):
+    from wavegen.cli import main
+
+    midi, audio = piece
+    _write_pair(tmp_path, midi, audio, "a")
+    sf.write(str(tmp_path / "audio" / "b.wav"), audio, 16000)  # no b.mid
+    for argv, fragment in (([tmp_path / "audio", tmp_path / "midi"], "b.wav: no MIDI file"),
+                           ([tmp_path / "audio", tmp_path / "midi" / "a.mid"], "one of each"),
+                           ([tmp_path / "nothing", tmp_path / "midi"], "no such file")):
+        assert main(["score", *map(str, argv)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1, err

@@ -24,6 +24,7 @@ import dataclasses
 import math
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from wavegen.data.midi import MidiLike, as_pretty_midi, performed_notes
 from wavegen.errors import UsageError
 
 __all__ = ["CHORD_SPREAD", "OnsetScore", "detected_onsets", "midi_chroma_correlation",
-           "note_onsets", "onset_f1", "score_file"]
+           "note_onsets", "onset_f1", "score_file", "score_pairs"]
 
 #: Onsets closer than this (seconds) to the first onset of their group are one onset: a
 #: chord, even a slightly spread one, is a single onset for an onset detector.
@@ -288,3 +289,41 @@ def score_file(audio_path: str | os.PathLike, midi_path: MidiLike,
     onsets = onset_f1(y, rate, midi)
     return {"onset_precision": onsets.precision, "onset_recall": onsets.recall,
             "onset_f1": onsets.f1, "chroma_r": midi_chroma_correlation(y, rate, midi)}
+
+
+#: MIDI file suffixes a folder pair is matched on.
+MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
+
+
+def score_pairs(audio: str | os.PathLike, midi: str | os.PathLike
+                ) -> list[tuple[Path, Path]]:
+    """(audio file, MIDI file) pairs to score: two files, or two folders matched by path
+    (``AUDIO_DIR/a/b.wav`` with ``MIDI_DIR/a/b.mid`` or ``.midi``; hidden files ignored).
+    Every audio file of a folder needs its MIDI file: a missing one is a one-line UsageError
+    naming it (nothing is scored), as is an empty folder or a missing path."""
+    from wavegen.data.audio_folder import AUDIO_SUFFIXES
+
+    audio, midi = Path(audio), Path(midi)
+    for path in (audio, midi):
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+    if audio.is_file() and midi.is_file():
+        return [(audio, midi)]
+    if not (audio.is_dir() and midi.is_dir()):
+        raise UsageError(f"give an audio file and a MIDI file, or two folders ({audio} and "
+                         f"{midi} are one of each)")
+    pairs = []
+    for path in sorted(audio.rglob("*")):
+        relative = path.relative_to(audio)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file() \
+                or path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        match = next((midi / relative.with_suffix(s) for s in MIDI_SUFFIXES
+                      if (midi / relative.with_suffix(s)).is_file()), None)
+        if match is None:
+            raise UsageError(f"{path}: no MIDI file {relative.with_suffix('.mid')} (or .midi) "
+                             f"under {midi}")
+        pairs.append((path, match))
+    if not pairs:
+        raise UsageError(f"{audio}: no audio files")
+    return pairs
