@@ -313,7 +313,7 @@ def test_a_window_larger_than_the_context_is_capped(transformer_loaded, monkeypa
     calls.clear()
     codes, _ = sample_windowed(model, total, options=options, window=12)
     check_windows(calls, codes, draw_uniforms(1, total, 1, 2), limit=12, overlap=CONTEXT // 2)
-    # Through the hierarchy too: the default window (16384 codes) and an explicit one.
+    # Through the hierarchy too: the default window (4096 codes) and an explicit one.
     h = transformer_loaded
     for window in (None, 1000):
         result = h.sample(seconds=total * HOPS[2] / RATE, options=options, stop_level=2,

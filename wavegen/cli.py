@@ -503,7 +503,7 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                            help="resume from saved codes (files or a folder): the levels given "
                                 "are kept and sampling goes on below the lowest")
     hierarchy.add_argument("--window", type=int, default=None,
-                           help="codes per sampling window (default 16384; 0 = one pass)")
+                           help="codes per sampling window (default 4096; 0 = one pass)")
     hierarchy.add_argument("--overlap", type=int, default=None,
                            help="codes each window re-reads from the last (default: the "
                                 "prior's receptive field, which joins windows exactly)")

@@ -46,11 +46,13 @@ strictly local (:mod:`wavegen.nn.upsample` ``repeat``) and each window's uniform
 whole level's uniforms at those positions, an ``overlap`` of at least the prior's receptive
 field gives exactly the codes of one pass; a shorter overlap forgets context beyond it
 (the overlap's codes are the previous window's, by construction). The default window is
-:data:`DEFAULT_WINDOW` codes with the receptive field as overlap.
+:data:`DEFAULT_WINDOW` codes with the receptive field as overlap. With ``progress`` each
+level shows one progress bar (``level L``), advanced window by window.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -59,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import torch
+from tqdm import tqdm
 
 from wavegen.checkpoint import BundleInfo, load_bundle
 from wavegen.codes import LoadedAutoencoder, load_autoencoder
@@ -70,7 +73,7 @@ from wavegen.utils.atomic import atomic_write_text
 HIERARCHY_FILE = "hierarchy.json"
 FORMAT_VERSION = 1
 #: Codes per window when sampling a level in windows (see the module docstring).
-DEFAULT_WINDOW = 16384
+DEFAULT_WINDOW = 4096
 #: Largest hierarchy.json read.
 _MAX_BYTES = 1 << 20
 _KEYS = {"wavegen_hierarchy", "vqvae", "priors", "description"}
@@ -436,9 +439,13 @@ class Hierarchy:
                                         guidance, seed=_level_seed(options.seed, c.level),
                                         progress=options.progress)
         start = time.perf_counter()
-        codes, generation = sample_windowed(prior.model, total, local=local, prompt=prompt,
-                                            options=level_options, window=window,
-                                            overlap=overlap)
+        new = total - (0 if prompt is None else prompt.shape[-1])
+        with tqdm(total=new, disable=not options.progress, unit="code", unit_scale=True,
+                  desc=f"level {c.level}", leave=False) as bar:
+            codes, generation = sample_windowed(
+                prior.model, total, local=local, prompt=prompt,
+                options=dataclasses.replace(level_options, progress=False), window=window,
+                overlap=overlap, on_window=bar.update)
         return codes.cpu(), time.perf_counter() - start, generation
 
 
@@ -450,7 +457,7 @@ def _level_seed(seed: int | None, level: int) -> int:
 def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
                     prompt: torch.Tensor | None = None, options: SamplingOptions,
                     window: int | None = DEFAULT_WINDOW, overlap: int | None = None,
-                    uniforms: torch.Tensor | None = None
+                    uniforms: torch.Tensor | None = None, on_window=None
                     ) -> tuple[torch.Tensor, GenerationResult]:
     """Codes ``[B, total]`` from a code prior, prompt included, ``window`` codes at a time.
 
@@ -468,6 +475,7 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
         overlap: codes re-read as the next window's prompt (default: the receptive field;
             half the context of a transformer).
         uniforms: ``[B, total - P, 1]`` pre-drawn uniforms (default: from ``options.seed``).
+        on_window: called with the number of new codes after each window (progress bars).
 
     Returns:
         (codes ``[B, total]``, a GenerationResult of the new codes: NLL and entropy averaged
@@ -516,6 +524,8 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
         nll += result.mean_nll.float() * weight
         entropy += result.mean_entropy.float() * weight
         seconds += result.seconds
+        if on_window is not None:
+            on_window(end - done)
     new = codes[:, first:]
     return codes, GenerationResult(new.float()[:, None], new, nll, entropy, seconds)
 
