@@ -16,7 +16,8 @@ of the coarsest level) it prints four Markdown tables to stdout and writes nothi
    16 kHz), averaged over clips.
 2. **Priors** (top first): level, conditioning, receptive field in codes and seconds,
    parameters, and the held-out bits per code: the teacher-forced NLL
-   ``prior.model.loss(codes, local) / ln 2`` on the clips' codes at its level, weighted by
+   ``prior.model.loss(codes, local) / ln 2`` on the clips' codes at its level (a transformer
+   prior's context is at most its ``context`` codes: longer clips in chunks), weighted by
    codes, beside ``log2(codebook size)`` (a uniform prior). An upsampler's ``local`` is the
    upper level's codes of the same clip; a MIDI prior's is the piano roll of the clip's MIDI
    file (the metadata's ``midi_filename`` of the piece) on its level's grid, from the clip's
@@ -55,6 +56,24 @@ import torch
 from wavegen.errors import DataError, UsageError, WavegenError
 
 LN2 = math.log(2.0)
+
+
+def chunked_nats(model, target: torch.Tensor, local: torch.Tensor | None) -> float:
+    """Total teacher-forced NLL (nats) of ``target`` ``[1, N]``: one pass, or for a prior with
+    a finite context (a transformer: ``max_positions``) consecutive chunks of at most that
+    many codes, each starting afresh (whole conditioning frames)."""
+    limit = getattr(model, "max_positions", None)
+    total = target.shape[-1]
+    if limit is None or total <= limit:
+        return float(model.loss(target, local)) * total
+    hop = model.config.hop_length or 1
+    step = limit // hop * hop
+    nats = 0.0
+    for start in range(0, total, step):
+        end = min(total, start + step)
+        piece = None if local is None else local[..., start // hop:-(-end // hop)]
+        nats += float(model.loss(target[:, start:end], piece)) * (end - start)
+    return nats
 
 
 def machine() -> str:
@@ -174,7 +193,7 @@ def prior_table(h, clip_list, clips, codes, midis) -> None:
                 start = round(clip.offset * ae.sample_rate / c.code_hop)
                 local = piano_roll(midi, config, num_frames=target.shape[-1],
                                    start_frame=start)[None]
-            nats += float(model.loss(target, local)) * target.shape[-1]
+            nats += chunked_nats(model, target, local)
             count += target.shape[-1]
         rf = model.receptive_field
         print(f"| {level} | {c.conditioning} | {rf} codes = {rf / c.codes_per_second:.2f} s | "

@@ -3,9 +3,11 @@
     python scripts/score_midi_models.py --midi-dir data/heldout --seconds 10 --pieces 10 \\
         --out /tmp/scored wavenet=runs/wavenet-midi/checkpoints/latest hierarchy=hier/
 
-Each MODEL is ``NAME=PATH``: a MIDI-conditioned bundle or pipeline manifest (sampled like
+Each MODEL is ``NAME=PATH`` (optionally followed by sampling settings,
+``NAME=PATH,cfg=2,temperature=0.9,top_p=0.95``): a MIDI-conditioned bundle or pipeline manifest (sampled like
 ``wavegen sample PATH --midi FILE --seconds S``) or a hierarchy folder (``hierarchy.json``,
-sampled level by level; its finest level is scored). Every model renders the first
+sampled level by level; its finest level is the model's row, and each level's own audio
+gets a row too). Every model renders the first
 ``--pieces`` MIDI files under ``--midi-dir`` (sorted) for ``--seconds`` with seed 0; the
 audio is written under ``--out/NAME/`` and scored against its MIDI with
 :mod:`wavegen.eval.score` (note-onset precision / recall / F1 at 50 ms through mir_eval,
@@ -28,15 +30,27 @@ from pathlib import Path
 import torch
 
 
-def _models(specs: list[str]) -> list[tuple[str, str]]:
+#: Sampling settings a model may carry after its path (``NAME=PATH,cfg=2,temperature=0.9``).
+SETTINGS = {"cfg": "guidance", "temperature": "temperature", "top_p": "top_p"}
+
+
+def _models(specs: list[str]) -> list[tuple[str, str, dict]]:
     out = []
     for spec in specs:
-        name, sep, path = spec.partition("=")
+        name, sep, rest = spec.partition("=")
+        path, *settings = rest.split(",")
         if not sep or not name or not path:
-            sys.exit(f"score_midi_models: error: a model is NAME=PATH, got {spec!r}")
+            sys.exit(f"score_midi_models: error: a model is NAME=PATH[,cfg=G,...], got {spec!r}")
         if not os.path.exists(path):
             sys.exit(f"score_midi_models: error: {path}: no such bundle, manifest or hierarchy")
-        out.append((name, path))
+        options = {}
+        for item in settings:
+            key, _, value = item.partition("=")
+            if key not in SETTINGS:
+                sys.exit(f"score_midi_models: error: unknown setting {key!r} in {spec!r} "
+                         f"(known: {', '.join(SETTINGS)})")
+            options[SETTINGS[key]] = float(value)
+        out.append((name, path, options))
     return out
 
 
@@ -50,21 +64,25 @@ def _midi_files(folder: str, pieces: int) -> list[Path]:
     return files[:pieces]
 
 
-def _render(path: str, midi: Path, seconds: float, output: Path) -> float:
-    """Sample ``path`` for ``midi``, write ``output``; the sampling wall time."""
+def _render(path: str, midi: Path, seconds: float, output: Path,
+            settings: dict) -> tuple[float, dict]:
+    """Sample ``path`` for ``midi``, write ``output``: (the sampling wall time, level ->
+    that level's audio file for a hierarchy, else {})."""
     from wavegen.audio.io import save_audio
     from wavegen.hierarchy import is_hierarchy
     from wavegen.inference import InferenceOptions, InputRequest
     from wavegen.sample import HierarchyRequest, sample, sample_hierarchy
 
     request = InputRequest(seconds=seconds, midi=str(midi))
-    options = InferenceOptions(seed=0, backend="auto", warn=lambda line: None)
+    options = InferenceOptions(seed=0, backend="auto", warn=lambda line: None, **settings)
     if is_hierarchy(path):
+        from wavegen.sample import level_output
+
         result = sample_hierarchy(path, request, options, HierarchyRequest(), output)
-        return result.seconds
+        return result.seconds, {level: level_output(output, level) for level in result.levels}
     result, pipeline = sample(path, request, options)
     save_audio(output, result.audio[0], pipeline.sample_rate)
-    return result.seconds
+    return result.seconds, {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     midis = _midi_files(args.midi_dir, args.pieces)
     keys = ("onset_precision", "onset_recall", "onset_f1", "chroma_r")
     rows = []
-    for name, path in [("rendering (ceiling)", None), *models]:
+    for name, path, settings in [("rendering (ceiling)", None, {}), *models]:
         totals, wall, audio_seconds = dict.fromkeys(keys, 0.0), 0.0, 0.0
+        level_totals: dict[int, dict[str, float]] = {}
         for midi in midis:
             if path is None:
                 audio = next((midi.with_suffix(s) for s in (".wav", ".flac")
@@ -95,8 +114,14 @@ def main(argv: list[str] | None = None) -> int:
                 folder = Path(args.out) / name
                 folder.mkdir(parents=True, exist_ok=True)
                 audio = folder / f"{midi.stem}.wav"
-                wall += _render(path, midi, args.seconds, audio)
+                taken, levels = _render(path, midi, args.seconds, audio, settings)
+                wall += taken
                 audio_seconds += args.seconds
+                for level, level_audio in levels.items():
+                    level_scores = score_file(level_audio, midi, args.seconds)
+                    into = level_totals.setdefault(level, dict.fromkeys(keys, 0.0))
+                    for key in keys:
+                        into[key] += level_scores[key]
             scores = score_file(audio, midi, args.seconds)
             for key in keys:
                 totals[key] += scores[key]
@@ -105,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         n = len(midis)
         rtf = "" if path is None else f"{wall / audio_seconds:.2f}"
         rows.append((name, *(totals[k] / n for k in keys), rtf))
+        for level in sorted(level_totals, reverse=True):
+            rows.append((f"{name}, level {level} audio",
+                         *(level_totals[level][k] / n for k in keys), ""))
     cpu = platform.processor() or platform.machine()
     print(f"\n{len(midis)} pieces of {args.seconds:g} s from {args.midi_dir}, seed 0, "
           f"{args.threads} threads, {cpu}, {datetime.date.today()}\n")
