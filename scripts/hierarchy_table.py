@@ -30,6 +30,9 @@ of the coarsest level) it prints four Markdown tables to stdout and writes nothi
    and the real-time factor (cumulative seconds / seconds of audio). A MIDI hierarchy
    samples under the roll of ``--midi`` (default: the first held-out clip's piece, from its
    start), built with ``piano_roll(midi, PianoRollConfig(sample_rate, top_hop))``.
+   With ``--backend`` other than ``reference`` (default ``auto``) the same run on that
+   backend follows: per level the reference seconds, the backend's, the speed-up and
+   whether both drew the same codes (they must).
 4. **Score following** (MIDI hierarchies only): note-onset F1 (50 ms) and the MIDI chroma
    correlation (:mod:`wavegen.eval.score`) of every sampled level's audio against that
    MIDI, and of the MIDI's own recording (the audio file beside it, same length) as the
@@ -224,6 +227,27 @@ def sampling_table(h, result, seconds: float, seed: int, threads: int) -> None:
     print()
 
 
+def backend_table(h, reference, fast, backend: str) -> None:
+    """Per level: the reference loop's sampling seconds against ``backend``'s (same seed),
+    their ratio, and whether both drew the same codes."""
+    print(f"## Sampling backends: reference loop vs {backend} (the WaveNet priors' network "
+          f"on the WaveNet kernels; same seed)")
+    print()
+    print("| level | codes | reference s | fast s | speed-up | same codes |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for level in h.levels:
+        a, b = reference.levels.get(level), fast.levels.get(level)
+        if a is None or b is None:
+            break
+        print(f"| {level} | {a.codes.shape[-1]:,} | {a.seconds:.2f} | {b.seconds:.2f} | "
+              f"{a.seconds / max(b.seconds, 1e-9):.1f}x | "
+              f"{'yes' if torch.equal(a.codes, b.codes) else 'NO'} |")
+    total_a = sum(e.seconds for e in reference.levels.values())
+    total_b = sum(e.seconds for e in fast.levels.values())
+    print(f"| all | | {total_a:.2f} | {total_b:.2f} | {total_a / max(total_b, 1e-9):.1f}x | |")
+    print()
+
+
 def score_table(h, result, midi: Path, reference: Path | None) -> None:
     from wavegen.data.midi import load_midi
     from wavegen.eval.score import midi_chroma_correlation, onset_f1, score_file
@@ -303,6 +327,11 @@ def run(args) -> None:
     result = h.sample(seconds=args.sample_seconds, roll=roll,
                       options=SamplingOptions(seed=args.seed), window=None)
     sampling_table(h, result, args.sample_seconds, args.seed, torch.get_num_threads())
+    if args.backend != "reference":
+        fast = h.sample(seconds=args.sample_seconds, roll=roll,
+                        options=SamplingOptions(seed=args.seed), window=None,
+                        backend=args.backend)
+        backend_table(h, result, fast, args.backend)
     if h.takes_midi:
         score_table(h, result, midi, reference)
 
@@ -328,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="feature preset of the log-mel L1 (default: the first at the "
                              "hierarchy's rate)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="auto",
+                        help="also time sampling on this backend against the reference loop "
+                             "(reference: only the reference loop; default auto)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.clips < 1 or args.threads < 1:

@@ -593,9 +593,6 @@ def _run_hierarchy_sample(args: argparse.Namespace, request, options) -> int:
         if value is not None and value < (0 if name == "window" else 1):
             raise UsageError(f"--{name} must be {'>= 0' if name == 'window' else '>= 1'}, "
                              f"got {value}")
-    if args.backend not in ("auto", "reference"):
-        raise UsageError(f"--backend {args.backend}: hierarchies sample their priors with the "
-                         f"reference loop (auto or reference)")
     extra = HierarchyRequest(args.level, args.save_codes, args.from_codes, args.window,
                              args.overlap)
     result = sample_hierarchy(args.checkpoint, request, options, extra, args.output)

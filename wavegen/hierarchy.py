@@ -334,7 +334,7 @@ class Hierarchy:
                prompt: torch.Tensor | None = None, from_codes: dict[int, torch.Tensor] | None = None,
                stop_level: int | None = None, options: SamplingOptions | None = None,
                window: int | None = DEFAULT_WINDOW, overlap: int | None = None,
-               decode: bool = True) -> "HierarchyResult":
+               decode: bool = True, backend: str = "reference") -> "HierarchyResult":
         """Sample the hierarchy (module docstring).
 
         Args:
@@ -347,6 +347,7 @@ class Hierarchy:
             options: the sampling options (seed, temperature, top-p, typical, CFG, progress).
             window, overlap: windowed sampling (module docstring); None = one pass per level.
             decode: also decode every level's codes into audio.
+            backend: the sampling backend of the WaveNet priors (:func:`sample_windowed`).
         """
         options = options or SamplingOptions()
         if roll is not None and not self.takes_midi:
@@ -373,7 +374,7 @@ class Hierarchy:
             else:
                 codes, seconds_taken, generation = self._sample_level(
                     prior, upper_codes, seconds, roll, prompts.get(level), options, window,
-                    overlap)
+                    overlap, backend)
                 result.add(level, codes, self.hop(level), seconds_taken, generation,
                            sampled=True)
             upper_codes = codes
@@ -415,7 +416,7 @@ class Hierarchy:
     def _sample_level(self, prior: LevelPrior, upper: torch.Tensor | None,
                       seconds: float | None, roll: torch.Tensor | None,
                       prompt: torch.Tensor | None, options: SamplingOptions,
-                      window: int | None, overlap: int | None):
+                      window: int | None, overlap: int | None, backend: str = "reference"):
         c = prior.config
         device = next(prior.model.parameters()).device
         local = None
@@ -445,7 +446,7 @@ class Hierarchy:
             codes, generation = sample_windowed(
                 prior.model, total, local=local, prompt=prompt,
                 options=dataclasses.replace(level_options, progress=False), window=window,
-                overlap=overlap, on_window=bar.update)
+                overlap=overlap, on_window=bar.update, backend=backend)
         return codes.cpu(), time.perf_counter() - start, generation
 
 
@@ -457,8 +458,8 @@ def _level_seed(seed: int | None, level: int) -> int:
 def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
                     prompt: torch.Tensor | None = None, options: SamplingOptions,
                     window: int | None = DEFAULT_WINDOW, overlap: int | None = None,
-                    uniforms: torch.Tensor | None = None, on_window=None
-                    ) -> tuple[torch.Tensor, GenerationResult]:
+                    uniforms: torch.Tensor | None = None, on_window=None,
+                    backend: str = "reference") -> tuple[torch.Tensor, GenerationResult]:
     """Codes ``[B, total]`` from a code prior, prompt included, ``window`` codes at a time.
 
     Args:
@@ -476,6 +477,12 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
             half the context of a transformer).
         uniforms: ``[B, total - P, 1]`` pre-drawn uniforms (default: from ``options.seed``).
         on_window: called with the number of new codes after each window (progress bars).
+        backend: a sampling backend of :mod:`wavegen.kernels` (``reference``, ``auto``,
+            ``cpu``, ...). Other than ``reference``, a WaveNet prior's network
+            (``fast_network()``) runs on it with the prior's conditioning features, drawing
+            the same codes from the same uniforms; a transformer, a codebook that is not a
+            power of two, or filters / guidance (which only the reference loop has) keep the
+            reference loop.
 
     Returns:
         (codes ``[B, total]``, a GenerationResult of the new codes: NLL and entropy averaged
@@ -505,6 +512,10 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
     if uniforms is None:
         uniforms = draw_uniforms(batch, total - first, model.head.num_uniforms, options.seed,
                                  device)
+    fast = None
+    if backend != "reference" and hasattr(model, "fast_network") \
+            and options.top_p is None and options.typical is None and not options.guided:
+        fast = model.fast_network()
     nll = torch.zeros(batch)
     entropy = torch.zeros(batch)
     seconds = 0.0
@@ -516,9 +527,15 @@ def sample_windowed(model, total: int, *, local: torch.Tensor | None = None,
         end = total if end == total else begin + (end - begin) // hop * hop
         window_local = None if local is None else local[..., begin // hop:end // hop]
         context = codes[:, begin:done]
-        result = generate(model, end - done, local=window_local,
-                          prompt=context.float()[:, None] if context.shape[1] else None,
-                          options=options, uniforms=uniforms[:, done - first:end - first])
+        prompt_codes = context.float()[:, None] if context.shape[1] else None
+        if fast is not None:
+            features = None if window_local is None else model.local_features(window_local)
+            result = generate(fast, end - done, local=features, prompt=prompt_codes,
+                              options=options, uniforms=uniforms[:, done - first:end - first],
+                              backend=backend)
+        else:
+            result = generate(model, end - done, local=window_local, prompt=prompt_codes,
+                              options=options, uniforms=uniforms[:, done - first:end - first])
         codes = torch.cat([codes, result.samples.to(codes.device).long()], dim=1)
         weight = (end - done) / (total - first)
         nll += result.mean_nll.float() * weight

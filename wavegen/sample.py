@@ -148,7 +148,8 @@ def sample_hierarchy(target: str | os.PathLike, request: InputRequest, options: 
     window = DEFAULT_WINDOW if extra.window is None else extra.window
     result = hierarchy.sample(seconds=request.seconds, roll=roll, prompt=prompt,
                               from_codes=from_codes, stop_level=extra.level, options=sampling,
-                              window=window or None, overlap=extra.overlap)
+                              window=window or None, overlap=extra.overlap,
+                              backend=options.backend)
     stem = Path(output).stem
     if extra.save_codes:
         ae = hierarchy.autoencoder

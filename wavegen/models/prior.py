@@ -249,10 +249,17 @@ PRIOR_PRESETS: dict[str, dict[str, Any]] = {
 class _CodeWaveNet(WaveNet):
     """The prior's WaveNet: its "silence" (the input before the first position, also when
     :meth:`~wavegen.models.wavenet.WaveNet.start` warms up on a prompt) is
-    :data:`START_CODE`, as in the prior's teacher-forced passes."""
+    :data:`START_CODE`, as in the prior's teacher-forced passes, and its "waveform" targets
+    are codes (a prompt of codes ``[B, 1, P]`` is taken as it is), so the WaveNet sampling
+    backends of :mod:`wavegen.kernels` can run it directly (:meth:`CodePrior.fast_network`)."""
 
     def silence_input(self) -> int:
         return START_CODE
+
+    def targets_from_waveform(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.dim() == 3:
+            wave = wave[:, 0]
+        return CodeCategorical(self.config.num_classes).targets_from_waveform(wave)
 
 
 class CodePrior(nn.Module):
@@ -277,6 +284,16 @@ class CodePrior(nn.Module):
                                          config.cond_dropout)
         else:
             self.net = _CodeWaveNet(config.wavenet_config())
+
+    def fast_network(self) -> WaveNet | None:
+        """The WaveNet that the fast sampling backends can run in this prior's place (same
+        draws from the same uniforms: its head has exactly the codebook's classes), fed
+        :meth:`local_features` as its local conditioning; None for a transformer or a
+        codebook that is not a power of two (whose WaveNet has unused extra classes)."""
+        if self.config.architecture != "wavenet" \
+                or self.net.config.num_classes != self.config.codebook_size:
+            return None
+        return self.net
 
     @property
     def max_positions(self) -> int | None:
