@@ -1,5 +1,6 @@
 """A WaveNet prior samples on the fast WaveNet backends (CodePrior.fast_network) with the
-reference loop's codes: same uniforms, same draws, through windows and prompts."""
+reference loop's codes: same uniforms, same draws, through windows and prompts; and a lone
+prior bundle, which makes codes, is pointed to hierarchies by `wavegen sample`."""
 
 from __future__ import annotations
 
@@ -85,3 +86,17 @@ def test_an_unknown_backend_is_a_one_line_error(one_thread):
     with pytest.raises(Exception) as caught:
         sample_windowed(model, 20, options=SamplingOptions(seed=1), backend="no-such-backend")
     assert len(str(caught.value).splitlines()) == 1
+
+
+def test_a_lone_prior_bundle_points_to_hierarchies(tmp_path, capsys, one_thread):
+    from wavegen.checkpoint import BundleInfo, save_bundle
+    from wavegen.cli import main
+
+    model = prior("none")
+    save_bundle(tmp_path / "p", model, BundleInfo("prior", model.config, 16000,
+                                                  conditioning="none"))
+    assert main(["sample", str(tmp_path / "p"), "--seconds", "0.1",
+                 "-o", str(tmp_path / "x.wav")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not audio; a prior's codes become audio in a hierarchy" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x.wav").exists()

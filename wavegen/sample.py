@@ -43,7 +43,11 @@ def check_generator(pipeline: Pipeline) -> None:
                      f"waveform vocoder")
         raise UsageError(f"{pipeline.source}: {what}, not a generator: use `wavegen vocode`")
     if pipeline.output.kind != "audio":
-        raise UsageError(f"{pipeline.source}: makes {pipeline.output.describe()}, not audio")
+        hint = ("; a prior's codes become audio in a hierarchy with its VQ-VAE (`wavegen "
+                "hierarchy OUT --vqvae ... --priors ...`, then `wavegen sample OUT`)"
+                if pipeline.output.kind == "codes" else "")
+        raise UsageError(f"{pipeline.source}: makes {pipeline.output.describe()}, not "
+                         f"audio{hint}")
 
 
 def load_generator(target: str | os.PathLike, options: InferenceOptions) -> Pipeline:
