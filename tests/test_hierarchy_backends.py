@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import wavegen.hierarchy as hierarchy_module
 from wavegen.hierarchy import sample_windowed
 from wavegen.kernels import get_backend
 from wavegen.models.prior import CodePrior, CodePriorConfig
@@ -52,12 +53,22 @@ def test_the_cpu_backend_draws_the_reference_codes(conditioning, window, prompt,
     local = local_of(conditioning, total)
     given = torch.randint(0, 64, (2, prompt), generator=torch.Generator().manual_seed(2)) \
         if prompt else None
-    runs = {}
+    runs, calls = {}, []
+    real = hierarchy_module.generate
+
+    def spy(network, *args, **kwargs):  # which network and backend each window ran on
+        calls.append((network, kwargs.get("backend", "reference")))
+        return real(network, *args, **kwargs)
+
     for backend in ("reference", "cpu"):
-        runs[backend], result = sample_windowed(model, total, local=local, prompt=given,
-                                                options=SamplingOptions(seed=5),
-                                                window=window, overlap=16, backend=backend)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(hierarchy_module, "generate", spy)
+            runs[backend], result = sample_windowed(model, total, local=local, prompt=given,
+                                                    options=SamplingOptions(seed=5),
+                                                    window=window, overlap=16, backend=backend)
         assert torch.isfinite(result.mean_nll).all()
+    assert calls and {c for c in calls if c[1] == "cpu"} == {(model.net, "cpu")}
+    assert any(network is model and kind == "reference" for network, kind in calls)
     assert torch.equal(runs["reference"], runs["cpu"])
     batch = 1 if local is None and given is None else 2
     assert runs["cpu"].shape == (batch, total) and len(set(runs["cpu"].flatten().tolist())) > 8

@@ -58,7 +58,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -66,6 +66,7 @@ from tqdm import tqdm
 from wavegen.checkpoint import BundleInfo, load_bundle
 from wavegen.codes import LoadedAutoencoder, load_autoencoder
 from wavegen.errors import CheckpointError, UsageError
+from wavegen.inference.manifest import contained_path, named_file
 from wavegen.sampling import GenerationResult, SamplingOptions, generate
 from wavegen.sampling.draw import draw_uniforms
 from wavegen.utils.atomic import atomic_write_text
@@ -94,12 +95,7 @@ class HierarchyManifest:
 
 def hierarchy_file(path: str | os.PathLike) -> Path | None:
     """The ``hierarchy.json`` that ``path`` (a folder or the file) names, or None."""
-    path = Path(path)
-    if path.is_file() and path.name == HIERARCHY_FILE:
-        return path
-    if path.is_dir() and (path / HIERARCHY_FILE).is_file():
-        return path / HIERARCHY_FILE
-    return None
+    return named_file(path, HIERARCHY_FILE)
 
 
 def is_hierarchy(path: str | os.PathLike) -> bool:
@@ -108,14 +104,9 @@ def is_hierarchy(path: str | os.PathLike) -> bool:
 
 
 def _inside(folder: Path, relative: object, what: str, where: Path) -> Path:
-    if not isinstance(relative, str) or not relative or relative.startswith("/") \
-            or "\\" in relative or ".." in PurePosixPath(relative).parts:
-        raise CheckpointError(f"{where}: {what} must be a relative path inside the folder "
-                              f"(/ separators, no ..), got {relative!r}")
-    path = folder / relative
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise CheckpointError(f"{where}: {what} {relative!r} leads outside {folder}")
-    return path
+    """``folder/relative`` checked to stay inside ``folder`` (the pipeline manifests' rule,
+    :func:`~wavegen.inference.manifest.contained_path`); it need not exist yet."""
+    return contained_path(folder, relative, f"{where}: {what} ({relative!r})", must_exist=False)
 
 
 def read_manifest(path: str | os.PathLike) -> HierarchyManifest:

@@ -137,12 +137,10 @@ def sample_hierarchy(target: str | os.PathLike, request: InputRequest, options: 
     if request.midi:
         if not hierarchy.takes_midi:
             raise UsageError(f"{target}: its top prior is unconditional; --midi is not used")
-        from wavegen.inference.conditioning import _piano_roll
-        from wavegen.inference.signals import Signal
+        from wavegen.inference.code_prior import prior_signals
+        from wavegen.inference.conditioning import piano_roll_input
 
-        top = hierarchy.priors[0].config
-        roll = _piano_roll(Signal("roll", top.roll_channels, top.sample_rate, top.code_hop),
-                           request)
+        roll = piano_roll_input(prior_signals(hierarchy.priors[0].config)[0], request)
     prompt = None
     if request.prompt:
         prompt, _ = load_audio(request.prompt, sample_rate=hierarchy.sample_rate, mono=True)

@@ -62,7 +62,8 @@ class CodePriorAdapter(SampleLevelAdapter):
         hop = self.info.model_config.hop_length or 1
         total = conditioning.num_samples if local is None else local.shape[-1] * hop
         _, result = sample_windowed(self.model, total, local=local,
-                                    options=self.sampling_options(options), window=None)
+                                    options=self.sampling_options(options), window=None,
+                                    backend=options.backend)
         return deliver(result.samples[:, None, :], self.output, result.seconds, sink,
                        generation=result)
 

@@ -178,11 +178,11 @@ def read_conditioning(signal: Signal, request: InputRequest, produces: Signal) -
     if request.prompt:
         raise UsageError("--prompt is only for unconditional models")
     if signal.kind == "roll":
-        return Conditioning("roll", _piano_roll(signal, request)[None])
+        return Conditioning("roll", piano_roll_input(signal, request)[None])
     return Conditioning("mel", read_mel_input(signal, request)[None])
 
 
-def _piano_roll(signal: Signal, request: InputRequest) -> torch.Tensor:
+def piano_roll_input(signal: Signal, request: InputRequest) -> torch.Tensor:
     """``[C, frames]`` piano roll of ``request.midi`` on the signal's grid."""
     from wavegen.data.midi import PianoRollConfig, load_midi, performance_end, piano_roll
 
@@ -213,4 +213,5 @@ def read_mel_input(signal: Signal, request: InputRequest) -> torch.Tensor:
 
 
 __all__ = ["InputRequest", "Conditioning", "contract", "legacy_conditioning",
-           "bundle_conditioning", "input_signal", "read_conditioning", "read_mel_input"]
+           "bundle_conditioning", "input_signal", "piano_roll_input", "read_conditioning",
+           "read_mel_input"]

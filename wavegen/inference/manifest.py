@@ -53,15 +53,43 @@ MAX_BYTES = 1 << 20
 _KEYS = {"wavegen_pipeline", "stages", "description"}
 
 
+def named_file(path: str | os.PathLike, name: str) -> Path | None:
+    """The file called ``name`` that ``path`` names: ``path`` itself when it is that file, or
+    ``path/name`` when ``path`` is a folder holding it; None otherwise. (How a folder of
+    models is told by the file it holds: ``pipeline.json`` here, ``hierarchy.json`` for
+    :mod:`wavegen.hierarchy`.)"""
+    path = Path(path)
+    if path.is_file() and path.name == name:
+        return path
+    if path.is_dir() and (path / name).is_file():
+        return path / name
+    return None
+
+
+def contained_path(folder: Path, text: object, where: str, must_exist: bool = True) -> Path:
+    """The resolved path that ``text`` (relative to ``folder``, ``/`` separators) names,
+    checked to stay inside ``folder`` once symbolic links are resolved, and with
+    ``must_exist`` to exist; one-line CheckpointErrors starting with ``where``."""
+    relative = PurePosixPath(text) if isinstance(text, str) else None
+    if relative is None or not text or relative.is_absolute() or "\\" in text \
+            or (len(text) > 1 and text[1] == ":"):
+        raise CheckpointError(f"{where}: must be a path relative to the manifest's folder: a "
+                              f"relative path with / separators that stays inside the folder, "
+                              f"got {text!r}")
+    root = folder.resolve()
+    target = (folder / Path(*relative.parts)).resolve() if relative.parts else root
+    if target != root and root not in target.parents:
+        raise CheckpointError(f"{where}: leads outside the manifest's folder {folder} (what "
+                              f"it names must lie inside the folder)")
+    if must_exist and not target.exists():
+        raise CheckpointError(f"{where}: no such bundle in {folder}")
+    return target
+
+
 def manifest_file(path: str | os.PathLike) -> Path | None:
     """The ``pipeline.json`` that ``path`` (a folder or the file itself) names, or None when
     ``path`` is not a manifest."""
-    path = Path(path)
-    if path.is_file() and path.name == MANIFEST_FILE:
-        return path
-    if path.is_dir() and (path / MANIFEST_FILE).is_file():
-        return path / MANIFEST_FILE
-    return None
+    return named_file(path, MANIFEST_FILE)
 
 
 def is_manifest(path: str | os.PathLike) -> bool:
@@ -110,17 +138,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 def _stage_path(file: Path, number: int, text: str) -> Path:
     """The folder stage ``number`` of manifest ``file`` names, checked to stay inside."""
-    where = f"{file}: stage {number} ({text})"
-    relative = PurePosixPath(text)
-    if relative.is_absolute() or "\\" in text or (len(text) > 1 and text[1] == ":"):
-        raise CheckpointError(f"{where}: must be a path relative to the manifest's folder")
-    root = file.parent.resolve()
-    target = (file.parent / Path(*relative.parts)).resolve() if relative.parts else root
-    if target != root and root not in target.parents:
-        raise CheckpointError(f"{where}: leads outside the manifest's folder {file.parent}")
-    if not target.exists():
-        raise CheckpointError(f"{where}: no such bundle in {file.parent}")
-    return target
+    return contained_path(file.parent, text, f"{file}: stage {number} ({text})")
 
 
 def stage_bundles(path: str | os.PathLike) -> list[Path]:

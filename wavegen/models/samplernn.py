@@ -70,6 +70,7 @@ from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import SizeEstimate, check_config_size, layer
 from wavegen.models.wavenet import shift_right
 from wavegen.nn.distributions import Categorical
+from wavegen.nn.upsample import check_local_features
 from wavegen.utils.config import DictConfig, from_preset
 
 RNN_TYPES = ("gru", "lstm")
@@ -464,15 +465,8 @@ class SampleRNN(nn.Module):
         c = self.config
         locals_ = globals_ = None
         if c.has_local:
-            if local is None:
-                raise UsageError("this SampleRNN is locally conditioned: pass local features")
-            if local.dim() != 3 or local.shape[:2] != (batch, c.local_channels):
-                raise UsageError(f"local features must be [{batch}, {c.local_channels}, frames], "
-                                 f"got {tuple(local.shape)}")
-            if local.shape[-1] * c.hop_length != length:
-                raise UsageError(f"{local.shape[-1]} conditioning frames x hop {c.hop_length} = "
-                                 f"{local.shape[-1] * c.hop_length} samples, but the audio has "
-                                 f"{length}: features and audio must cover the same samples")
+            check_local_features(local, c.local_channels, c.hop_length, length,
+                                 owner="SampleRNN", batch=batch)
             projected = self.local_projection(local.to(self.embedding.weight.dtype).transpose(1, 2))
             if drop is not None:
                 projected = projected * (~drop).to(projected.dtype)[:, None, None]

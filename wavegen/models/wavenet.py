@@ -32,7 +32,8 @@ from wavegen.nn.causal_conv import ConvBuffer
 from wavegen.nn.distributions import (Categorical, DiscretizedGaussian,
                                       DiscretizedMixtureOfLogistics, OutputDistribution)
 from wavegen.nn.gated_residual import GatedResidualBlock
-from wavegen.nn.upsample import UPSAMPLE_MODES, ConditioningUpsampler, check_factors
+from wavegen.nn.upsample import (UPSAMPLE_MODES, ConditioningUpsampler, check_factors,
+                                  check_local_features)
 from wavegen.utils.config import from_dict, to_dict
 
 HEADS = ("categorical", "mol", "gaussian")
@@ -290,15 +291,7 @@ class WaveNet(nn.Module):
         c = self.config
         upsampled = global_out = None
         if c.has_local:
-            if local is None:
-                raise UsageError("this WaveNet is locally conditioned: pass local features")
-            if local.dim() != 3 or local.shape[1] != c.local_channels:
-                raise UsageError(f"local features must be [batch, {c.local_channels}, frames], "
-                                 f"got {tuple(local.shape)}")
-            if local.shape[-1] * c.hop_length != length:
-                raise UsageError(f"{local.shape[-1]} conditioning frames x hop {c.hop_length} = "
-                                 f"{local.shape[-1] * c.hop_length} samples, but the audio has "
-                                 f"{length}: features and audio must cover the same samples")
+            check_local_features(local, c.local_channels, c.hop_length, length, owner="WaveNet")
             upsampled = self.upsampler(local.to(self.input.weight.dtype))
         elif local is not None:
             raise UsageError("this WaveNet has no local conditioning (local_channels = 0)")

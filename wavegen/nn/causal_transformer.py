@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wavegen.errors import UsageError
+from wavegen.nn.upsample import check_local_features
 
 
 @dataclass
@@ -128,14 +129,8 @@ class CausalTransformer(nn.Module):
             if local is not None:
                 raise UsageError("this transformer takes no local conditioning")
             return None
-        if local is None:
-            raise UsageError("this transformer is locally conditioned: pass local features")
-        if local.dim() != 3 or local.shape[1] != self.local_channels:
-            raise UsageError(f"local features must be [batch, {self.local_channels}, frames], "
-                             f"got {tuple(local.shape)}")
-        if local.shape[-1] * self.hop != length:
-            raise UsageError(f"{local.shape[-1]} conditioning frames x hop {self.hop} = "
-                             f"{local.shape[-1] * self.hop} positions, but there are {length}")
+        check_local_features(local, self.local_channels, self.hop, length, owner="transformer",
+                             unit="positions")
         features = self.local_projection(
             local.repeat_interleave(self.hop, dim=-1).transpose(1, 2).to(self.positions.dtype))
         if drop is not None:

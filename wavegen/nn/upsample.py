@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavegen.errors import ConfigError
+from wavegen.errors import ConfigError, UsageError
 
 UPSAMPLE_MODES = ("transposed", "nearest", "repeat")
 
@@ -59,6 +59,28 @@ def check_factors(factors: Sequence[int], hop_length: int) -> tuple[int, ...]:
         raise ConfigError(f"upsample factors {shown} = {math.prod(factors)} must multiply to the "
                           f"features' hop length ({hop_length})")
     return factors
+
+
+def check_local_features(local: torch.Tensor | None, channels: int, hop: int, length: int, *,
+                         owner: str, batch: int | None = None, unit: str = "samples") -> None:
+    """One-line UsageErrors unless ``local`` is frame-rate conditioning ``[B, channels,
+    frames]`` (``B = batch`` when given) covering exactly ``length`` positions (``unit``:
+    samples or positions) at ``hop`` per frame: the check every locally conditioned model
+    (``owner``: "WaveNet", "SampleRNN", "transformer") makes."""
+    if local is None:
+        raise UsageError(f"this {owner} is locally conditioned: pass local features")
+    leading = (batch, channels) if batch is not None else (local.shape[0], channels)
+    if local.dim() != 3 or tuple(local.shape[:2]) != leading:
+        shown = "batch" if batch is None else batch
+        raise UsageError(f"local features must be [{shown}, {channels}, frames], "
+                         f"got {tuple(local.shape)}")
+    covered = local.shape[-1] * hop
+    if covered != length:
+        subject, what = ("the audio has", "audio") if unit == "samples" else ("there are",
+                                                                               "tokens")
+        raise UsageError(f"{local.shape[-1]} conditioning frames x hop {hop} = {covered} "
+                         f"{unit}, but {subject} {length}: features and {what} must cover "
+                         f"the same {unit}")
 
 
 class _Stage(nn.Module):
