@@ -13,6 +13,9 @@ steps of one bundle. ``--out DIR`` keeps every output as ``DIR/<name>/<clip>.wav
 Usage: python scripts/compare_vocoders.py --corpus data/piano \
            --bundle hifigan=runs/cmp-hifigan/checkpoints/best \
            --bundle diffwave@50=runs/cmp-diffwave/checkpoints/best [--seconds 2] [--out DIR]
+
+With ``--offset 0`` the files under ``--out`` start where their MIDI files do, so
+``wavegen score DIR/<name> CORPUS/<year>`` scores each vocoder's output against the score.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write every output here")
+    parser.add_argument("--splits", default="validation,test",
+                        help="corpus splits to take clips from, comma-separated (default "
+                             "validation,test; a corpus no model trained on can use all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -73,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         features = get_preset(args.features or "hifigan-16k")
     vocoders.insert(0, (f"Griffin-Lim ({args.griffin_lim} it.)",
                         griffin_lim_vocoder(features, args.griffin_lim, args.seed)))
-    clips = heldout_clips(args.corpus, features, args.seconds, args.offset, limit=args.clips)
+    clips = heldout_clips(args.corpus, features, args.seconds, args.offset,
+                          splits=tuple(args.splits.split(",")), limit=args.clips)
     print(f"# {len(clips)} held-out clips of {args.seconds:g} s from {args.corpus}, features "
           f"{features.name} ({features.sample_rate} Hz, hop {features.hop_length}); torch "
           f"{torch.__version__}, {platform.processor() or platform.machine()}, "

@@ -11,10 +11,13 @@ gets a row too). Every model renders the first
 ``--pieces`` MIDI files under ``--midi-dir`` (sorted) for ``--seconds`` with seed 0; the
 audio is written under ``--out/NAME/`` and scored against its MIDI with
 :mod:`wavegen.eval.score` (note-onset precision / recall / F1 at 50 ms through mir_eval,
-chroma correlation). The recording beside each MIDI file (the built-in synthesiser's
-rendering of a ``wavegen prepare`` corpus) is scored the same way as the ceiling. Prints one
-Markdown table: per model the means over the pieces, and the wall time per second of audio
-(model loading excluded).
+chroma correlation, raw pitch accuracy on the single-note passages). The recording beside
+each MIDI file (the built-in synthesiser's rendering of a ``wavegen prepare`` corpus) is
+scored the same way as the ceiling. Prints one Markdown table: per model the means over the
+pieces, and the wall time per second of audio (model loading excluded). The pitch accuracy
+is undefined for a piece without (enough) single-note frames: its mean is over the pieces
+where it is defined, followed by their number (``0.912 (3/10)``), or ``-`` when it is
+defined for none.
 """
 
 from __future__ import annotations
@@ -101,9 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     midis = _midi_files(args.midi_dir, args.pieces)
     keys = ("onset_precision", "onset_recall", "onset_f1", "chroma_r")
     rows = []
+
+    def add(totals: dict[str, float], pitches: list[float], scores: dict) -> None:
+        for key in keys:
+            totals[key] += scores[key]
+        if scores["pitch_accuracy"] is not None:  # None: undefined, not 0
+            pitches.append(scores["pitch_accuracy"])
+
+    def pitch_mean(pitches: list[float]) -> str:
+        if not pitches:
+            return "-"
+        return f"{sum(pitches) / len(pitches):.3f} ({len(pitches)}/{len(midis)})"
+
     for name, path, settings in [("rendering (ceiling)", None, {}), *models]:
-        totals, wall, audio_seconds = dict.fromkeys(keys, 0.0), 0.0, 0.0
-        level_totals: dict[int, dict[str, float]] = {}
+        totals, pitches, wall, audio_seconds = dict.fromkeys(keys, 0.0), [], 0.0, 0.0
+        level_totals: dict[int, tuple[dict[str, float], list[float]]] = {}
         for midi in midis:
             if path is None:
                 audio = next((midi.with_suffix(s) for s in (".wav", ".flac")
@@ -118,28 +133,28 @@ def main(argv: list[str] | None = None) -> int:
                 wall += taken
                 audio_seconds += args.seconds
                 for level, level_audio in levels.items():
-                    level_scores = score_file(level_audio, midi, args.seconds)
-                    into = level_totals.setdefault(level, dict.fromkeys(keys, 0.0))
-                    for key in keys:
-                        into[key] += level_scores[key]
+                    into = level_totals.setdefault(level, (dict.fromkeys(keys, 0.0), []))
+                    add(*into, score_file(level_audio, midi, args.seconds))
             scores = score_file(audio, midi, args.seconds)
-            for key in keys:
-                totals[key] += scores[key]
+            add(totals, pitches, scores)
+            pitch = scores["pitch_accuracy"]
             print(f"{name}: {midi.name}: onset F1 {scores['onset_f1']:.3f}, chroma r "
-                  f"{scores['chroma_r']:.3f}", file=sys.stderr)
+                  f"{scores['chroma_r']:.3f}, pitch acc "
+                  f"{'-' if pitch is None else f'{pitch:.3f}'}", file=sys.stderr)
         n = len(midis)
         rtf = "" if path is None else f"{wall / audio_seconds:.2f}"
-        rows.append((name, *(totals[k] / n for k in keys), rtf))
+        rows.append((name, *(totals[k] / n for k in keys), pitch_mean(pitches), rtf))
         for level in sorted(level_totals, reverse=True):
+            level_sums, level_pitches = level_totals[level]
             rows.append((f"{name}, level {level} audio",
-                         *(level_totals[level][k] / n for k in keys), ""))
+                         *(level_sums[k] / n for k in keys), pitch_mean(level_pitches), ""))
     cpu = platform.processor() or platform.machine()
     print(f"\n{len(midis)} pieces of {args.seconds:g} s from {args.midi_dir}, seed 0, "
           f"{args.threads} threads, {cpu}, {datetime.date.today()}\n")
-    print("| audio | onset P | onset R | onset F1 | chroma r | wall s / audio s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, p, r, f1, chroma, rtf in rows:
-        print(f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {chroma:.3f} | {rtf} |")
+    print("| audio | onset P | onset R | onset F1 | chroma r | pitch acc | wall s / audio s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, p, r, f1, chroma, pitch, rtf in rows:
+        print(f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {chroma:.3f} | {pitch} | {rtf} |")
     return 0
 
 

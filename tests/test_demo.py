@@ -14,14 +14,24 @@ from wavegen.audio.metrics import (log_mel_l1, mel_cepstral_distortion,
                                    multi_resolution_stft_distance, snr_db)
 from wavegen.cli import main
 
-SHORT = ["--seconds", "1.0", "--iters", "4"]
+SHORT = ["--seconds", "1.0", "--iters", "4", "--no-models"]
 
 
 def test_demo_writes_every_file_and_sane_scores(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--seconds", "1.5", "--iters", "8"]) == 0
+    assert main(["demo", "--out", str(out), "--seconds", "1.5", "--iters", "8",
+                 "--model-seconds", "3"]) == 0
     printed = capsys.readouterr().out
     assert "magnitude+IF" in printed and "Griffin-Lim" in printed
+    # Then the shipped models play and vocode a piece (scored in tests/test_shipped_models.py).
+    assert "'piano'" in printed and "'piano-vocoder'" in printed
+    from wavegen.demo_models import OUTPUT_FILES
+
+    assert set(OUTPUT_FILES) <= {p.name for p in (out / "models").iterdir()}
+    models = json.loads((out / "models" / "summary.json").read_text())
+    assert models["seconds"] == 3 and 0 <= models["piano"]["onset_f1"] <= 1
+    piano, rate = sf.read(out / "models" / "piano.wav")
+    assert rate == 16000 and abs(len(piano) - 3 * 16000) <= 256
     names = {"original.wav", "resynth_if.wav", "resynth_griffinlim.wav", "analysis.png",
              "griffinlim.png", "summary.json"}
     assert names <= {p.name for p in out.iterdir()}

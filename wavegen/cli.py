@@ -102,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WavegenError as e:
         _error_line(str(e))
         return e.exit_status
+    except BrokenPipeError:  # (an OSError: caught before the clause below)
+        # `wavegen info ... | head`: the reader went away. Point stdout at devnull so the
+        # interpreter's final flush does not raise again, and exit quietly.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except OSError as e:
         # A full disk, a read-only folder, a quota: the machine's fault, said in one line
         # that names the file (exit 1). Any other OSError is a bug and keeps its traceback.
@@ -112,13 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error_line("interrupted", prefix="")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `wavegen info ... | head`: the reader went away. Point stdout at devnull so the
-        # interpreter's final flush does not raise again, and exit quietly.
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return 1
 
 
 def _exit_code(code: object) -> int:
@@ -279,23 +279,34 @@ def _run_score(args: argparse.Namespace) -> int:
     pairs = score_pairs(args.audio, args.midi)
     keys = ("onset_precision", "onset_recall", "onset_f1", "chroma_r")
     totals = dict.fromkeys(keys, 0.0)
+    pitches: list[float] = []  # only the files where the pitch measure is defined
     for audio, midi in pairs:
         scores = score_file(audio, midi, args.seconds)
         for key in keys:
             totals[key] += scores[key]
+        pitch = scores["pitch_accuracy"]
+        if pitch is None:
+            pitch_text = "-"
+        else:
+            pitches.append(pitch)
+            pitch_text = f"{pitch:.3f} ({scores['pitch_frames']} frames)"
         print(f"{audio}: onset P {scores['onset_precision']:.3f} R {scores['onset_recall']:.3f} "
-              f"F1 {scores['onset_f1']:.3f} (50 ms), chroma r {scores['chroma_r']:.3f}")
+              f"F1 {scores['onset_f1']:.3f} (50 ms), chroma r {scores['chroma_r']:.3f}, "
+              f"pitch acc {pitch_text}")
     n = len(pairs)
+    mean_pitch = (f"{sum(pitches) / len(pitches):.3f} over {len(pitches)} "
+                  f"file{'s' if len(pitches) != 1 else ''}" if pitches else "-")
     print(f"mean over {n} file{'s' if n != 1 else ''}: onset P {totals['onset_precision'] / n:.3f}"
           f" R {totals['onset_recall'] / n:.3f} F1 {totals['onset_f1'] / n:.3f}, chroma r "
-          f"{totals['chroma_r'] / n:.3f}")
+          f"{totals['chroma_r'] / n:.3f}, pitch acc {mean_pitch}")
     return 0
 
 
 register(Command(
     name="score",
-    help="how well audio follows a MIDI score: note-onset F1 (mir_eval, 50 ms) and chroma "
-         "correlation, per file and on average",
+    help="how well audio follows a MIDI score: note-onset F1 (mir_eval, 50 ms), chroma "
+         "correlation and pitch accuracy on single-note passages (mir_eval raw pitch "
+         "accuracy, 50 cents; '-' where the piece has none), per file and on average",
     add_arguments=_add_score_arguments,
     run=_run_score,
 ))
@@ -320,6 +331,12 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of Griffin-Lim's initial phase (default: 0); the same "
                              "arguments always give the same files and scores")
+    parser.add_argument("--model-seconds", type=_seconds, default=8.0,
+                        help="length of the piece the shipped models play and vocode "
+                             "(default 8)")
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the shipped models (MIDI -> piano audio, the piano vocoder "
+                             "beside Griffin-Lim)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -335,16 +352,27 @@ def _run_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be at least 0, got {args.seed}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a folder")
+    if not 1 <= args.model_seconds <= 600:
+        raise UsageError(f"--model-seconds must be between 1 and 600, got {args.model_seconds}")
     summary = run_demo(args.out, preset=args.preset, seconds=args.seconds,
                        griffinlim_iters=args.iters, seed=args.seed)
     print(format_summary(summary))
     print(f"wrote {args.out}/: {', '.join(OUTPUT_FILES)}")
+    if not args.no_models:
+        from wavegen import demo_models
+
+        models = demo_models.run_model_demo(os.path.join(args.out, "models"),
+                                            seconds=args.model_seconds, seed=args.seed,
+                                            griffinlim_iters=args.iters)
+        print(demo_models.format_model_summary(models))
+        print(f"wrote {args.out}/models/: {', '.join(demo_models.OUTPUT_FILES)}")
     return 0
 
 
 register(Command(
     name="demo",
-    help="analyse and resynthesise generated audio (no data needed)",
+    help="analyse and resynthesise generated audio, then play a generated piece with the "
+         "shipped models (no data needed)",
     add_arguments=_add_demo_arguments,
     run=_run_demo,
 ))
@@ -455,10 +483,12 @@ def _finite(text: str) -> float:
 def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     from wavegen.audio.mel_file import FRONT_END_HELP
 
-    parser.add_argument("checkpoint", help="model bundle (a bundle folder, or a run's "
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="model bundle (a bundle folder, or a run's "
                         "checkpoints/latest or checkpoints/best) or pipeline manifest (a folder "
                         "with pipeline.json): sample-level, noise-driven (flow, diffusion) or "
-                        "a pipeline that ends in audio")
+                        "a pipeline that ends in audio; or give --model instead")
+    _add_model_argument(parser)
     parser.add_argument("-o", "--output", required=True,
                         help="output audio file (.wav/.flac/.ogg); its folder must exist")
     parser.add_argument("--seconds", type=_seconds,
@@ -539,7 +569,31 @@ def _check_noise_arguments(args: argparse.Namespace) -> None:
                              f"{', '.join(SAMPLERS)}")
 
 
+def _add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME``, the alternative to the positional ``checkpoint`` (sample, vocode)."""
+    parser.add_argument("--model", metavar="NAME", default=None,
+                        help="a model shipped with wavegen, instead of a bundle path: see "
+                             "`wavegen models`")
+
+
+def _use_model_or_checkpoint(args: argparse.Namespace, verb: str) -> None:
+    """Check that exactly one of ``checkpoint`` and ``--model`` is given; with ``--model``,
+    set ``args.checkpoint`` to the shipped model's folder (the command then runs on that
+    path as on any other)."""
+    if args.checkpoint is not None and args.model is not None:
+        raise UsageError(f"give a model bundle path or --model NAME, not both (see "
+                         f"'{PROG} {verb} --help')")
+    if args.checkpoint is None and args.model is None:
+        raise UsageError(f"give a model bundle path or --model NAME (a model shipped with "
+                         f"wavegen: see '{PROG} models')")
+    if args.model is not None:
+        from wavegen.pretrained import resolve_model
+
+        args.checkpoint = str(resolve_model(args.model, verb=verb))
+
+
 def _run_sample(args: argparse.Namespace) -> int:
+    _use_model_or_checkpoint(args, "sample")
     from wavegen.audio.io import save_audio
     from wavegen.inference import InferenceOptions, InputRequest
     from wavegen.sample import sample
@@ -657,9 +711,12 @@ register(Command(
 def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
     from wavegen.audio.mel_file import FRONT_END_HELP
 
-    parser.add_argument("checkpoint", help="vocoder bundle (e.g. runs/NAME/checkpoints/best) or "
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="vocoder bundle (e.g. runs/NAME/checkpoints/best) or "
                         "pipeline manifest (a folder with pipeline.json) that turns a mel into "
-                        "audio: feed-forward (GAN) or noise-driven (flow, diffusion) models")
+                        "audio: feed-forward (GAN) or noise-driven (flow, diffusion) models; or "
+                        "give --model instead")
+    _add_model_argument(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--wav", help="audio file or folder to copy-synthesise")
     source.add_argument("--mel", help="log-mel .npy [n_mels, frames] file or folder of them; "
@@ -685,6 +742,7 @@ def _add_vocode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_vocode(args: argparse.Namespace) -> int:
+    _use_model_or_checkpoint(args, "vocode")
     from wavegen.inference import InferenceOptions
     from wavegen.utils.device import parse_device
     from wavegen.utils.formatting import format_ratio
@@ -723,6 +781,55 @@ register(Command(
          "bundle or pipeline",
     add_arguments=_add_vocode_arguments,
     run=_run_vocode,
+))
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of objects instead of a table")
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from wavegen.pretrained import PRETRAINED_DIR, read_index
+
+    models = read_index()
+    rows = [{"name": m.name, "verb": m.verb, "path": str(m.path), "size_bytes": m.size_bytes,
+             "available": m.available, "description": m.description,
+             "card": None if m.card is None else str(m.card)} for m in models]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models are shipped with this wavegen (index: {PRETRAINED_DIR})")
+        return 0
+    header = ("name", "verb", "size", "status", "description")
+    table = [header] + [
+        (row["name"], row["verb"], f"{row['size_bytes'] / 1e6:.1f} MB",
+         "installed" if row["available"] else "missing", row["description"])
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    for line in table:
+        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1]),
+                 line[2].rjust(widths[2]), line[3].ljust(widths[3]), line[4]]
+        print("  ".join(cells).rstrip())
+    print(f"use one with `{PROG} VERB --model NAME`; model cards (training data, quality, "
+          f"limits): MODEL_CARD.md in each model's folder under {PRETRAINED_DIR}")
+    if not all(row["available"] for row in rows):
+        print("missing: the model's files are not installed with this wavegen (nothing is "
+              "downloaded)")
+    return 0
+
+
+register(Command(
+    name="models",
+    help="list the models shipped with wavegen (use one with `sample --model` or "
+         "`vocode --model`)",
+    add_arguments=_add_models_arguments,
+    run=_run_models,
 ))
 
 

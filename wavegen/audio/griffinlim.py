@@ -135,13 +135,16 @@ def _nnls_operators(config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor, 
     return basis, torch.linalg.pinv(basis), step
 
 
-def mel_to_linear(mel: torch.Tensor, config: FeatureConfig, n_iter: int = 100) -> torch.Tensor:
+def mel_to_linear(mel: torch.Tensor, config: FeatureConfig, n_iter: int = 100,
+                  init: torch.Tensor | None = None) -> torch.Tensor:
     """Non-negative least-squares inversion of the mel filterbank.
 
     Solves ``min_{S >= 0} ||M S - mel||^2`` for every frame, with ``M`` the config's mel
     filterbank, by accelerated projected gradient (FISTA, step ``1 / ||M||_2^2``)
     warm-started from the clamped pseudo-inverse solution, the start librosa's L-BFGS-B
-    solver uses too. With fewer bands than bins the problem is underdetermined: the fitted
+    solver uses too, or from ``init``: a guess of ``S`` (e.g. a learned model's), which the
+    iterations pull onto the set of spectra with this mel while keeping what the mel leaves
+    free (the gradient only moves ``S`` within the filterbank's row space). With fewer bands than bins the problem is underdetermined: the fitted
     mel ``M S`` is unique but ``S`` is not, so solvers agree closely on ``M S`` and only
     approximately on ``S``. 100 iterations fit the mel of a real spectrogram to ~1e-7
     (relative) with Slaney-normalised filters; unnormalised HTK filters whose lowest bands
@@ -151,6 +154,8 @@ def mel_to_linear(mel: torch.Tensor, config: FeatureConfig, n_iter: int = 100) -
         mel: linear-amplitude mel (``config.power`` applied, no log), ``[..., n_mels, frames]``.
         config: the front-end that made the mel.
         n_iter: gradient iterations (fixed, so no host synchronisation on a GPU).
+        init: None (the pseudo-inverse start) or ``|X|^power`` ``[..., n_freq, frames]``
+            (non-negative) to start from.
 
     Returns:
         ``S`` ~ ``|X|^power``, ``[..., n_freq, frames]``, non-negative, in ``mel``'s float dtype
@@ -166,7 +171,14 @@ def mel_to_linear(mel: torch.Tensor, config: FeatureConfig, n_iter: int = 100) -
     basis = basis.to(device=mel.device, dtype=dtype)
     pinv = pinv.to(device=mel.device, dtype=dtype)
     target = mel.to(dtype)
-    solution = (pinv @ target).clamp_min(0)
+    if init is None:
+        solution = (pinv @ target).clamp_min(0)
+    else:
+        expected = (*mel.shape[:-2], basis.shape[1], mel.shape[-1])
+        if tuple(init.shape) != expected or init.is_complex():
+            raise UsageError(f"init must be real {list(expected)} (the spectrum of this mel), "
+                             f"got {init.dtype} {tuple(init.shape)}")
+        solution = init.to(device=mel.device, dtype=dtype).clamp_min(0)
     point = solution
     t = 1.0
     for _ in range(n_iter):

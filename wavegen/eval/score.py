@@ -1,7 +1,7 @@
 """Score following: does audio play the notes of a MIDI file, at the right times?
 
-Two measures of audio (a rendering, a recording, a MIDI-conditioned model's output) against
-a MIDI performance, both computed by the libraries that define them:
+Three measures of audio (a rendering, a recording, a MIDI-conditioned model's output) against
+a MIDI performance, each computed by the libraries that define it:
 
 * **note-onset F1** (:func:`onset_f1`): the onsets librosa's onset detector finds in the
   audio (:func:`detected_onsets`) against the MIDI's note onsets (:func:`note_onsets`),
@@ -12,10 +12,19 @@ a MIDI performance, both computed by the libraries that define them:
   (``pretty_midi.PrettyMIDI.get_chroma``) on the same frame grid. It asks *which pitch
   classes* sound when, whatever the onsets: about 0.7-0.95 for wavegen's own rendering of
   a piece, about 0 (-0.3 to 0.3) for another piece, 0 for white noise.
+* **monophonic pitch accuracy** (:func:`monophonic_pitch`): on the 10 ms frames where the
+  MIDI plays exactly one note, the share of frames whose f0 (``librosa.yin``) lies within
+  50 cents of that note (``mir_eval.melody.raw_pitch_accuracy``), and the same ignoring
+  octaves (``raw_chroma_accuracy``). It asks *which pitch* sounds, exactly, where that is
+  well defined: about 0.97-0.99 for wavegen's rendering of a melody, under 0.05 for the
+  melody played 3 semitones off, about 0.01 (chroma about 0.1) for white noise. It is
+  undefined (None) for a piece with (almost) no single-note passage, which includes most
+  pieces of :func:`wavegen.data.performance.generate_performance`: every style but
+  ``"scale"`` keeps an accompaniment or the pedal sounding under the tune.
 
 Times are seconds from the start of the audio and of the MIDI file (no alignment is
 searched: audio that is late by more than the window scores as wrong). :func:`score_file`
-reads an audio file and a MIDI file and returns both measures.
+reads an audio file and a MIDI file and returns all three measures.
 """
 
 from __future__ import annotations
@@ -27,13 +36,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 import torch
 
 from wavegen.data.midi import MidiLike, as_pretty_midi, performed_notes
 from wavegen.errors import UsageError
 
-__all__ = ["CHORD_SPREAD", "OnsetScore", "detected_onsets", "midi_chroma_correlation",
-           "note_onsets", "onset_f1", "score_file", "score_pairs"]
+__all__ = ["CHORD_SPREAD", "MIN_PITCH_FRAMES", "OnsetScore", "PITCH_HOP", "PitchScore",
+           "detected_onsets", "midi_chroma_correlation", "monophonic_pitch", "note_onsets",
+           "onset_f1", "score_file", "score_pairs"]
 
 #: Onsets closer than this (seconds) to the first onset of their group are one onset: a
 #: chord, even a slightly spread one, is a single onset for an onset detector.
@@ -261,20 +272,174 @@ def midi_chroma_correlation(audio: np.ndarray | torch.Tensor, sample_rate: int,
     return r if math.isfinite(r) else 0.0
 
 
+#: Seconds between the frames of :func:`monophonic_pitch` (samples: ``round(PITCH_HOP *
+#: sample_rate)``, 160 at 16 kHz).
+PITCH_HOP = 0.01
+#: Fewest single-note frames (of ``PITCH_HOP``) for :func:`monophonic_pitch` to be defined.
+MIN_PITCH_FRAMES = 10
+#: Shortest yin analysis window (seconds); longer where two periods of ``fmin`` need more.
+_YIN_WINDOW = 0.04
+#: MIDI pitch of A0, the lowest piano key (27.5 Hz): no lower note is scored, no lower f0
+#: searched.
+_LOWEST_PITCH = 21
+
+
+@dataclasses.dataclass(frozen=True)
+class PitchScore:
+    """Raw pitch and raw chroma accuracy (each in [0, 1]) over the MIDI's single-note frames,
+    how many frames were scored, and the seconds they cover (``frames`` x the hop)."""
+
+    accuracy: float
+    chroma_accuracy: float
+    frames: int
+    seconds: float
+
+
+def _midi_hz(pitch: np.ndarray | float) -> np.ndarray:
+    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
+
+
+def _single_note_frames(midi: pretty_midi.PrettyMIDI, frames: int, hop: int, rate: int,
+                        attack: float, lookahead: float) -> np.ndarray:
+    """int64 ``[frames]``: per frame ``j`` (at ``j * hop / rate`` s), the MIDI pitch of the
+    one note sounding from ``attack`` s before to ``lookahead`` s after the frame, -1 where
+    not exactly one note sounds over that span or its pitch is not scored (below A0, or
+    above a quarter of the sample rate)."""
+    per_second = rate / hop
+
+    def first_frame(seconds: float) -> int:
+        # The first frame at or after ``seconds`` (1e-6 frame of slack for float times).
+        return int(min(max(math.ceil(seconds * per_second - 1e-6), 0), frames))
+
+    touching = np.zeros(frames + 1, np.int64)  # notes sounding somewhere in the span
+    covering = np.zeros(frames + 1, np.int64)  # notes sounding over all of it
+    pitches = np.zeros(frames + 1, np.int64)   # sum of the covering notes' pitches
+    for note in performed_notes(midi):
+        if note.velocity <= 0:
+            continue  # no sound
+        # Sounding over [start, end): it touches the span [t - attack, t + lookahead] when
+        # start - lookahead <= t < end + attack, covers it when start + attack <= t <
+        # end - lookahead.
+        a, b = first_frame(note.start - lookahead), first_frame(note.end + attack)
+        if note.end <= note.start:  # a zero-length note still clicks
+            b = max(b, a + 1)
+        touching[a] += 1
+        touching[b] -= 1
+        a, b = first_frame(note.start + attack), first_frame(note.end - lookahead)
+        if b > a:
+            covering[a] += 1
+            covering[b] -= 1
+            pitches[a] += note.pitch
+            pitches[b] -= note.pitch
+    touching, covering, pitches = (np.cumsum(v)[:frames] for v in (touching, covering, pitches))
+    single = (touching == 1) & (covering == 1)
+    scored = single & (pitches >= _LOWEST_PITCH) & (_midi_hz(pitches) <= rate / 4)
+    return np.where(scored, pitches, -1)
+
+
+def monophonic_pitch(audio: np.ndarray | torch.Tensor, sample_rate: int, midi: MidiLike, *,
+                     attack: float = 0.03, lookahead: float = 0.02,
+                     min_frames: int = MIN_PITCH_FRAMES,
+                     tolerance: float = 50.0) -> PitchScore | None:
+    """Frame-level pitch accuracy of ``audio`` on the MIDI's monophonic passages.
+
+    * **Frames**: every ``PITCH_HOP`` (10 ms; ``round(0.01 * sample_rate)`` samples), frame
+      ``j`` at ``j * hop / sample_rate`` seconds, for the frames inside the audio.
+    * **Reference**: a frame is scored when exactly one note of
+      :func:`wavegen.data.midi.performed_notes` (notes as they sound, sustain pedal
+      included; velocity 0 is silent) sounds from ``attack`` (30 ms) before the frame to
+      ``lookahead`` (20 ms) after it. The ``attack`` skips the first 30 ms of each note
+      (the hammer's noise and the previous note's damper fading: wavegen's synthesiser
+      fades a released note over 0.2 s, -9 dB after 30 ms) and also 30 ms after any other
+      note ends; the ``lookahead`` keeps the next onset out of the 40 ms analysis window
+      centred on the frame. Its pitch is the reference, ``mir_eval.melody.hz2cents`` of its
+      equal-tempered frequency (A4 = 440 Hz). Single notes below A0 or above
+      ``sample_rate / 4`` (B7 at 16 kHz) are not scored.
+    * **Estimate**: ``librosa.yin`` (no voicing decision: every frame gets an f0) centred
+      on the same instants (``center=True``, hop as above, so frame ``j`` of both lies at
+      the same time), searched from one octave below the lowest scored note (at least A0,
+      27.5 Hz) to one octave above the highest (at most Nyquist), so that octave errors
+      stay visible; its window is 40 ms, or two periods of that lowest frequency when
+      longer. Frames of digital silence (an all-zero window) get no f0 and count as wrong.
+    * **Scores**: ``mir_eval.melody.raw_pitch_accuracy`` and ``raw_chroma_accuracy``
+      (``tolerance`` cents, 50: the MIREX melody tolerance) with the scored frames as the
+      reference voicing and every frame voiced in the estimate: the share of scored frames
+      whose f0 is within 50 cents of the note, and the same modulo octaves.
+
+    Returns None, not 0, when fewer than ``min_frames`` frames are scored (a chordal piece,
+    no notes, audio too short): the measure is then undefined.
+
+    Args:
+        audio: ``[time]``, ``[channels, time]`` or ``[1, channels, time]`` at ``sample_rate``.
+        sample_rate: Hz.
+        midi: a MIDI file path or a ``pretty_midi.PrettyMIDI``; times from its start.
+        attack: seconds of a single note sounding alone before a frame counts, >= 0.
+        lookahead: seconds it must still sound alone after the frame, >= 0.
+        min_frames: fewest scored frames for a score, >= 1.
+        tolerance: cents within which an f0 is right, > 0.
+    """
+    import librosa
+    import mir_eval
+
+    for name, value in (("attack", attack), ("lookahead", lookahead)):
+        if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                           and math.isfinite(value) and value >= 0):
+            raise UsageError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) \
+            or min_frames < 1:
+        raise UsageError(f"min_frames must be an integer >= 1, got {min_frames!r}")
+    if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float))
+                                           and math.isfinite(tolerance) and tolerance > 0):
+        raise UsageError(f"tolerance must be a positive number of cents, got {tolerance!r}")
+    rate = _check_rate(sample_rate)
+    y = _mono(audio)
+    score = as_pretty_midi(midi)
+    hop = max(1, round(PITCH_HOP * rate))
+    frames = -(-y.size // hop)  # frames j with j * hop inside the audio
+    reference = _single_note_frames(score, frames, hop, rate, attack, lookahead)
+    voiced = reference >= 0
+    count = int(voiced.sum())
+    if count < min_frames:
+        return None
+    fmin = max(float(_midi_hz(_LOWEST_PITCH)), float(_midi_hz(reference[voiced].min() - 12)))
+    fmax = min(float(_midi_hz(reference[voiced].max() + 12)), rate / 2)
+    # At least two periods of fmin in the window (librosa warns otherwise), an even length.
+    length = max(round(_YIN_WINDOW * rate), 2 * math.ceil(rate / fmin) + 2)
+    length += length % 2
+    f0 = librosa.yin(y, fmin=fmin, fmax=fmax, sr=rate, frame_length=length, hop_length=hop,
+                     center=True)[:frames].astype(np.float64)
+    energy = librosa.feature.rms(y=y, frame_length=length, hop_length=hop, center=True,
+                                 pad_mode="constant")[0, :frames]
+    f0[(energy == 0) | ~np.isfinite(f0)] = 0.0  # hz2cents keeps 0: no f0, counted wrong
+    ref_cent = mir_eval.melody.hz2cents(np.where(voiced, _midi_hz(reference), 0.0))
+    est_cent = mir_eval.melody.hz2cents(f0)
+    ref_voicing = voiced.astype(np.float64)
+    est_voicing = np.ones(frames, np.float64)
+    accuracy = mir_eval.melody.raw_pitch_accuracy(ref_voicing, ref_cent, est_voicing, est_cent,
+                                                  cent_tolerance=tolerance)
+    chroma = mir_eval.melody.raw_chroma_accuracy(ref_voicing, ref_cent, est_voicing, est_cent,
+                                                 cent_tolerance=tolerance)
+    return PitchScore(float(accuracy), float(chroma), count, count * hop / rate)
+
+
 def score_file(audio_path: str | os.PathLike, midi_path: MidiLike,
-               seconds: float | None = None) -> dict[str, float]:
-    """Onset and chroma scores of an audio file against a MIDI file.
+               seconds: float | None = None) -> dict[str, float | int | None]:
+    """Onset, chroma and monophonic pitch scores of an audio file against a MIDI file.
 
     The audio is read with :func:`wavegen.audio.io.load_audio` at its own rate, channels
-    averaged, only its first ``seconds`` when given (None: all of it); the MIDI's onsets are
-    then those before ``seconds`` too (:func:`onset_f1` keeps the onsets inside the audio).
-    A missing or unreadable audio file is a one-line
+    averaged, only its first ``seconds`` when given (None: all of it); the MIDI's onsets and
+    single-note frames are then those before ``seconds`` too (the measures keep what lies
+    inside the audio). A missing or unreadable audio file is a one-line
     :class:`~wavegen.errors.AudioFileError`, a MIDI file a one-line
     :class:`~wavegen.errors.DataError`.
 
     Returns:
         ``{"onset_precision", "onset_recall", "onset_f1"}`` (:func:`onset_f1`, 50 ms window)
-        and ``"chroma_r"`` (:func:`midi_chroma_correlation`), floats.
+        and ``"chroma_r"`` (:func:`midi_chroma_correlation`), floats;
+        ``"pitch_accuracy"`` and ``"pitch_chroma_accuracy"`` (:func:`monophonic_pitch`),
+        floats, or None where the piece has too few single-note frames (undefined: leave
+        it out of means, never count it as 0), and ``"pitch_frames"``, the int number of
+        frames they were scored on (0 when undefined).
     """
     from wavegen.audio.io import load_audio
 
@@ -287,8 +452,12 @@ def score_file(audio_path: str | os.PathLike, midi_path: MidiLike,
     if seconds is not None:
         y = y[:max(1, round(seconds * rate))]
     onsets = onset_f1(y, rate, midi)
+    pitch = monophonic_pitch(y, rate, midi)
     return {"onset_precision": onsets.precision, "onset_recall": onsets.recall,
-            "onset_f1": onsets.f1, "chroma_r": midi_chroma_correlation(y, rate, midi)}
+            "onset_f1": onsets.f1, "chroma_r": midi_chroma_correlation(y, rate, midi),
+            "pitch_accuracy": None if pitch is None else pitch.accuracy,
+            "pitch_chroma_accuracy": None if pitch is None else pitch.chroma_accuracy,
+            "pitch_frames": 0 if pitch is None else pitch.frames}
 
 
 #: MIDI file suffixes a folder pair is matched on.

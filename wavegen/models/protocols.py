@@ -127,7 +127,9 @@ class FeedForwardModel(Protocol):
     ``forward(features [B, C, F]) -> audio [B, 1, F * hop]`` in [-1, 1], with ``C`` and
     ``hop`` the config's ``conditioning_channels`` and ``hop_length`` (mel bands or
     piano-roll rows). The output must depend on the input only (no noise, no absolute time)
-    for :class:`~wavegen.vocoder.Vocoder`'s chunked inference to be exact.
+    for :class:`~wavegen.vocoder.Vocoder`'s chunked inference to be exact. A family with
+    its own inference adapter may output another frame-rate signal instead (the spectrogram
+    predictors: a log-mel or a log-magnitude ``[B, C', F]``).
     """
 
     config: ModelConfigContract

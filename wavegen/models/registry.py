@@ -31,6 +31,9 @@ from wavegen.models.protocols import (DISCRETE_AUTOENCODER, FEED_FORWARD, NOISE_
                                       missing_methods)
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 from wavegen.models.size import check_config_size
+from wavegen.models.spectrogram_predictor import (SpectrogramPredictor,
+                                                  SpectrogramPredictorConfig,
+                                                  spectrogram_adapter)
 from wavegen.models.vqvae import VQVAE, VQVAEConfig
 from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
 from wavegen.models.wavegrad import WaveGrad, WaveGradConfig
@@ -157,7 +160,9 @@ for _family in (Family("wavenet", WaveNetConfig, WaveNet, SAMPLE_LEVEL, task="li
                 Family("samplernn", SampleRNNConfig, SampleRNN, SAMPLE_LEVEL, task="likelihood"),
                 Family("vqvae", VQVAEConfig, VQVAE, DISCRETE_AUTOENCODER, task="vq"),
                 Family("prior", CodePriorConfig, CodePrior, SAMPLE_LEVEL, task="likelihood",
-                       inference=prior_adapter)):
+                       inference=prior_adapter),
+                Family("spectrogram", SpectrogramPredictorConfig, SpectrogramPredictor,
+                       FEED_FORWARD, task="spectral", inference=spectrogram_adapter)):
     register_family(_family)
 del _family
 

@@ -12,14 +12,16 @@ likelihood     sample-level models, flows (exact NLL)      none
 adversarial    feed-forward mel -> waveform generators     ``discriminators``, ``adversarial``
 diffusion      noise-driven denoisers                      ``diffusion``
 vq             discrete autoencoders                       ``vq``
+spectral       spectrogram predictors (MIDI -> mel, mel    ``spectral``
+               -> magnitude vocoders)
 =============  ==========================================  ===============================
 """
 
-from wavegen.train.tasks import adversarial, diffusion, likelihood, vq
+from wavegen.train.tasks import adversarial, diffusion, likelihood, spectral, vq
 from wavegen.train.tasks.registry import (TASKS, Section, TaskSpec, get_task, register_task,
                                           section_owners, unregister_task)
 
-for _module in (likelihood, adversarial, diffusion, vq):
+for _module in (likelihood, adversarial, diffusion, vq, spectral):
     register_task(_module.TASK_SPEC)
 del _module
 
