@@ -13,7 +13,9 @@ on them.
 
 The backends are timed through ``wavegen.kernels.open_session(...).generate`` alone (the
 session, its priming on the prompt and its weight packing are set up outside the timed
-call), so the numbers are about the sampling step, not the driver. The ``cpu`` backend is
+call), so those numbers are about the sampling step, not the driver; the ``e2e`` columns
+time the whole ``generate(..., backend=NAME)`` call a user waits for (session set-up,
+conditioning upsampling, the loop, the typicality diagnostic and the waveform). The ``cpu`` backend is
 first checked to draw the reference backend's samples on a short run; then reference and
 cpu repeats alternate (this kind of shared VM drifts by up to 2x over a minute) and the
 median of each is reported, with the ratio cpu / reference.
@@ -95,6 +97,20 @@ def backend_samples(model: WaveNet, name: str, batch: int, steps: int, seed: int
     return samples, time.perf_counter() - start
 
 
+def end_to_end(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0) -> float:
+    """Seconds of the whole ``generate(..., backend=name)`` call that a user waits for:
+    session set-up (weight packing is cached per model), conditioning, the loop, the
+    typicality diagnostic and the waveform."""
+    device = next(model.parameters()).device
+    total, local, prompt, uniforms = backend_inputs(model, batch, steps, seed)
+    wave = model.head.waveform_from_samples(prompt).float()[:, None, :]
+    _sync(device)
+    start = time.perf_counter()
+    generate(model, local=local, prompt=wave, uniforms=uniforms, backend=name)
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=None,
@@ -152,13 +168,18 @@ def main() -> None:
                 measure(model, batch, args.cached_steps, naive=False, seed=r)[0]
                 for r in range(args.repeats))
         rates = {name: [] for name in ("reference", *names)}
+        whole = {name: [] for name in names}
         for r in range(args.repeats):  # alternate, so all see the same drift
             for name in rates:
                 steps = args.reference_steps if name == "reference" else args.backend_steps
                 _, seconds = backend_samples(model, name, batch, steps, seed=r)
                 rates[name].append(batch * steps / seconds)
-        rows.append((batch, naive_rate, cached_rate,
-                     {name: statistics.median(v) for name, v in rates.items()}))
+                if name in whole:
+                    seconds = end_to_end(model, name, batch, steps, seed=r)
+                    whole[name].append(batch * steps / seconds)
+        rate = {name: statistics.median(v) for name, v in rates.items()}
+        rate.update({f"{name} e2e": statistics.median(v) for name, v in whole.items()})
+        rows.append((batch, naive_rate, cached_rate, rate))
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     print(f"# {describe(model.config)}; {model.num_parameters() / 1e6:.2f} M parameters")
@@ -167,9 +188,12 @@ def main() -> None:
     print("# samples/s, aggregate over the batch; backends: the generate call alone, median "
           f"of {args.repeats} alternating runs ({args.reference_steps} reference steps, "
           f"{args.backend_steps} steps of the others); '-' = not measured")
+    print("# e2e: the whole generate(..., backend=NAME) call a user waits for (set-up, "
+          "conditioning, loop, typicality diagnostic, waveform), prompt priming included")
     head = f"| {'batch':>5} | {'naive':>9} | {'cached':>9} | {'reference':>9} |"
     for name in names:
-        head += f" {name:>10} | {name + ' / ref':>14} | {'x real time':>11} |"
+        head += (f" {name:>10} | {name + ' / ref':>14} | {'x real time':>11} | "
+                 f"{name + ' e2e':>10} | {'e2e x real time':>15} |")
     print(head)
     print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
 
@@ -180,8 +204,10 @@ def main() -> None:
         line = (f"| {batch:5d} | {cell(naive_rate, 9)} | {cell(cached_rate, 9)} | "
                 f"{rate['reference']:9.1f} |")
         for name in names:
+            e2e = rate[f"{name} e2e"]
             line += (f" {rate[name]:10.1f} | {rate[name] / rate['reference']:13.1f}x | "
-                     f"{rate[name] / SAMPLE_RATE:10.3f}x |")
+                     f"{rate[name] / SAMPLE_RATE:10.3f}x | {e2e:10.1f} | "
+                     f"{e2e / SAMPLE_RATE:14.3f}x |")
         print(line)
 
 

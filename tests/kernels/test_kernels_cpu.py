@@ -355,3 +355,39 @@ def test_a_built_library_is_reused_without_a_compiler(monkeypatch):
     monkeypatch.setenv("CC", "/no/such/cc")
     assert CPUBackend().unavailable(torch.device("cpu")) is None
     assert load_library().path == built
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_diagnostics_from_inside_the_step_equal_the_teacher_forced_ones(temperature):
+    """The categorical head's NLL and entropy, by-products of the kernel's draw, are the
+    numbers the teacher-forced pass gives (which the reference loop's equal), at any
+    temperature (both are of the untempered distribution); the mixture head has none and
+    the loop falls back to the teacher-forced pass."""
+    from wavegen.sampling import draw_uniforms, generate
+    from wavegen.sampling.diagnostics import teacher_forced_diagnostics
+
+    model = make_model("categorical", 3, 32, 40, 128, "local+global")
+    local, g = torch.randn(2, 5, 320 // HOP), torch.tensor([0, 2])
+    targets = model.head.targets_from_waveform(torch.rand(2, 20) * 1.6 - 0.8)
+    uniforms = draw_uniforms(2, 300, 1, 3)
+    session = CPUSession(model, 2, 320, local, g, targets)
+    first = session.generate(targets[:, -1], uniforms[:, :100], temperature)
+    samples = torch.cat([first, session.generate(first[:, -1], uniforms[:, 100:], temperature)], 1)
+    nll, entropy = session.in_step_diagnostics()
+    expected_nll, expected_entropy = teacher_forced_diagnostics(model, samples, local, g, targets)
+    torch.testing.assert_close(nll, expected_nll, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(entropy, expected_entropy, rtol=1e-4, atol=1e-4)
+    assert 0 < float(entropy.mean()) < 5.6  # a real distribution over 256 classes
+    # Through generate(): the same diagnostics as the reference loop.
+    options = SamplingOptions(temperature=temperature)
+    uniforms = draw_uniforms(2, 320, 1, 3)
+    ref = generate(model, local=local, global_cond=g, uniforms=uniforms, options=options)
+    fast = generate(model, local=local, global_cond=g, uniforms=uniforms, options=options,
+                    backend="cpu")
+    assert torch.equal(fast.samples, ref.samples)
+    torch.testing.assert_close(fast.mean_nll, ref.mean_nll, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.mean_entropy, ref.mean_entropy, rtol=1e-4, atol=1e-4)
+    mol = make_model("mol", 3, 32, 40, 128, "none", bins=256)
+    session = CPUSession(mol, 1, 10, None, None, None)
+    session.generate(torch.zeros(1), draw_uniforms(1, 10, 2, 0), 1.0)
+    assert session.in_step_diagnostics() is None

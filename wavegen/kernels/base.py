@@ -227,6 +227,14 @@ class Session(abc.ABC):
         """``n = uniforms.shape[1]`` steps with the draw: ``uniforms [B, n, U]`` -> samples
         ``[B, n]`` (int64 classes or float32 grid values), feeding each sample back."""
 
+    def in_step_diagnostics(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Mean NLL and entropy ``[B]`` (nats) of every sample :meth:`generate` drew so far,
+        computed inside the step from the distribution each was drawn from (temperature
+        1, as :class:`~wavegen.sampling.draw.Draw` reports them), or None when this session
+        does not compute them: the loop then takes them from a teacher-forced pass over
+        the result (:meth:`teacher_forced_windows`)."""
+        return None
+
     def teacher_forced_windows(self, local: torch.Tensor | None,
                                global_cond: torch.Tensor | None) -> ParamWindows | None:
         """Where the diagnostics of this session's samples get their head parameters

@@ -85,7 +85,8 @@ def generate(model, num_samples: int | None = None, *, batch: int = 1,
         backend: sampling backend of :mod:`wavegen.kernels` (``"reference"``, ``"auto"``,
             ``"cpu"``, ``"triton"``, ``"cudagraph"``, ``"cuda"``). The fast backends draw from
             the same uniforms with the same rules; their NLL/entropy diagnostics come from
-            one teacher-forced pass over the result afterwards (not timed in ``seconds``).
+            inside the step (``cpu``, categorical head) or from one teacher-forced pass over
+            the result afterwards, timed in ``seconds`` either way.
             ``auto`` uses ``reference`` (with a one-line notice) for a model or options no
             fast backend supports; naming such a backend is a KernelUnavailableError.
 
@@ -162,8 +163,10 @@ FAST_CHUNK = 4096
 
 def _generate_fast(model, session, previous, uniforms, options, local, global_cond,
                    prompt_targets) -> GenerationResult:
-    """The loop on a fast backend's session; diagnostics from a teacher-forced pass over
-    the session's windows."""
+    """The loop on a fast backend's session. The diagnostics come from inside its step when
+    it computes them (the ``cpu`` kernel, categorical head), else from a teacher-forced
+    pass over the session's windows; either way they are part of the timed ``seconds``
+    (the whole call but the session's set-up)."""
     num_samples = uniforms.shape[1]
     bar = tqdm(total=num_samples, disable=not options.progress, unit="sample",
                unit_scale=True, leave=False)
@@ -175,11 +178,15 @@ def _generate_fast(model, session, previous, uniforms, options, local, global_co
         previous = piece[:, -1]
         bar.update(piece.shape[1])
     bar.close()
-    seconds = time.perf_counter() - start
     samples = torch.cat(pieces, dim=1)
-    nll, entropy = teacher_forced_diagnostics(model, samples, local, global_cond, prompt_targets,
-                                              session.teacher_forced_windows(local, global_cond))
+    diagnostics = session.in_step_diagnostics()
+    if diagnostics is None:
+        diagnostics = teacher_forced_diagnostics(
+            model, samples, local, global_cond, prompt_targets,
+            session.teacher_forced_windows(local, global_cond))
+    nll, entropy = diagnostics
     audio = model.head.waveform_from_samples(samples).float()[:, None, :]
+    seconds = time.perf_counter() - start
     return GenerationResult(audio, samples, nll, entropy, seconds)
 
 

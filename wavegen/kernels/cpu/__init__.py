@@ -64,7 +64,7 @@ class _Library:
                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                ctypes.c_double,
                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                               ctypes.c_int64]
+                               ctypes.c_void_p, ctypes.c_int64]
         lib.wg_draw.restype = ctypes.c_int
         lib.wg_draw.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_double, ctypes.c_void_p,
@@ -215,6 +215,10 @@ class CPUSession(WaveNetSession):
                 self.pos[layer] = context
         head = model.head
         arrays = w.pointer_arrays
+        #: [B, 2] float64: summed NLL and entropy of the drawn samples (categorical head).
+        self._diagnostics = torch.zeros(batch, 2, dtype=torch.float64) \
+            if self.kind == "categorical" else None
+        self._drawn = 0
         self._global = None if self.stream.global_bias is None else \
             self.stream.global_bias.detach().to(torch.float32).contiguous()
         self._model = _Model(
@@ -230,6 +234,14 @@ class CPUSession(WaveNetSession):
             out1_w=w.out1_w.data_ptr(), out1_b=w.out1_b.data_ptr(),
             out2_w=w.out2_w.data_ptr(), out2_b=w.out2_b.data_ptr(), embed=w.embed.data_ptr())
 
+    def in_step_diagnostics(self):
+        """The categorical head's NLL and entropy, accumulated by the kernel's draw (see
+        :meth:`Session.in_step_diagnostics`); None for the mixture heads."""
+        if self._diagnostics is None or self._drawn == 0:
+            return None
+        means = self._diagnostics / self._drawn
+        return means[:, 0].float(), means[:, 1].float()
+
     def _embed(self, previous: torch.Tensor) -> torch.Tensor:
         """The first step's input ``[B, R]``, as :meth:`WaveNet._embed_step` computes it."""
         if previous.shape != (self.batch,):
@@ -240,7 +252,8 @@ class CPUSession(WaveNetSession):
             return embed[previous.long()].contiguous()
         return (previous.to(torch.float32)[:, None] * embed[0] + embed[1]).contiguous()
 
-    def _run(self, n: int, first, uniforms, temperature: float, classes, values, params):
+    def _run(self, n: int, first, uniforms, temperature: float, classes, values, params,
+             diagnostics=None):
         if self.stream.upsampled is not None and self.time + n > self.length:
             raise UsageError(f"the local conditioning covers {self.length} samples; step "
                              f"{self.time + n} is past its end")
@@ -252,7 +265,8 @@ class CPUSession(WaveNetSession):
             ctypes.byref(self._model), self.ring.data_ptr(), self.pos.data_ptr(), self.batch,
             n, _pointer(first), _pointer(local), _pointer(self._global), _pointer(uniforms),
             float(temperature),
-            _pointer(classes), _pointer(values), _pointer(params), int(self.threads))
+            _pointer(classes), _pointer(values), _pointer(params), _pointer(diagnostics),
+            int(self.threads))
         if status != 0:
             raise RuntimeError(f"cpu sampling kernel failed (status {status})")
         self.time += n
@@ -276,10 +290,11 @@ class CPUSession(WaveNetSession):
             chunk = out if m == n else torch.empty(self.batch, m, dtype=dtype)
             u = uniforms[:, t0:t0 + m].contiguous()
             self._run(m, first, u, temperature, chunk if dtype == torch.int64 else None,
-                      chunk if dtype == torch.float32 else None, None)
+                      chunk if dtype == torch.float32 else None, None, self._diagnostics)
             if chunk is not out:
                 out[:, t0:t0 + m] = chunk
             first = None  # the last drawn sample is already fed back into the ring
+        self._drawn += n
         return out
 
 

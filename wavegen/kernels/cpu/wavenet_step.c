@@ -354,9 +354,14 @@ static int inverse_cdf(const float *cdf, int n, float u)
     return count < n ? count : n - 1;
 }
 
-/* Categorical (reference: log_softmax, / T, inverse-CDF with a float64 running sum). */
+static int64_t draw_tempered(float *work, int K, float u, double temperature);
+
+/* Categorical (reference: log_softmax, / T, inverse-CDF with a float64 running sum).
+ * With diag non-NULL, adds the typicality diagnostic of this step to diag[0] (the NLL of
+ * the drawn class) and diag[1] (the entropy), both under the untempered distribution, as
+ * wavegen.sampling.Draw reports them: by-products of the log-softmax the draw computes. */
 static int64_t draw_categorical(const float *p, int K, float u, double temperature,
-                                float *work)
+                                float *work, double *diag)
 {
     float m = p[0];
     for (int k = 1; k < K; k++)
@@ -373,8 +378,34 @@ static int64_t draw_categorical(const float *p, int K, float u, double temperatu
     float logsum = logf(sum);
     for (int k = 0; k < K; k++)
         work[k] = (p[k] - m) - logsum;
-    if (temperature == 0.0)
-        return argmax(work, K);
+    if (diag) {
+        vf ve = vsplat(0.0f);
+        for (int k = 0; k < kv; k += VL) {
+            vf w = vload(work + k);
+            ve += v_exp(w) * w;
+        }
+        double entropy = 0.0;
+        for (int i = 0; i < VL; i++)
+            entropy -= (double)ve[i];
+        for (int k = kv; k < K; k++)
+            entropy -= (double)(v_exp(vsplat(work[k]))[0] * work[k]);
+        diag[1] += entropy;
+    }
+    int64_t c;
+    if (temperature == 0.0) {
+        c = argmax(work, K);
+    } else {
+        c = draw_tempered(work, K, u, temperature);
+    }
+    if (diag)
+        diag[0] -= (double)((p[c] - m) - logsum);
+    return c;
+}
+
+/* The tempered inverse-CDF draw from log-probabilities work[0..K) (overwritten). */
+static int64_t draw_tempered(float *work, int K, float u, double temperature)
+{
+    int kv = K / VL * VL;
     float mz = temper(work, work, K, temperature);
     for (int k = 0; k < kv; k += VL)
         vstore(work + k, v_exp(vload(work + k) - vsplat(mz)));
@@ -442,7 +473,7 @@ int wg_draw(const wg_model *m, const float *params, const float *uniforms, int64
     for (int64_t b = 0; b < batch; b++) {
         const float *p = params + b * P, *u = uniforms + b * U;
         if (m->head == HEAD_CATEGORICAL)
-            classes_out[b] = draw_categorical(p, P, u[0], temperature, work);
+            classes_out[b] = draw_categorical(p, P, u[0], temperature, work, NULL);
         else
             values_out[b] = draw_mol(p, (int)m->mixtures, m->bins, (float)m->log_scale_min,
                                      u[0], u[1], temperature, work);
@@ -458,7 +489,8 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
                      int64_t b1, int64_t n, const float *first_input, const float *local,
                      const float *global_bias,
                      const float *uniforms, double temperature,
-                     int64_t *classes_out, float *values_out, float *params_out)
+                     int64_t *classes_out, float *values_out, float *params_out,
+                     double *diag_out)
 {
     const int L = (int)m->layers, R = (int)m->R, G = (int)m->G, S = (int)m->S;
     const int P = (int)m->P, k = (int)m->k;
@@ -550,7 +582,8 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
             const float *u = uniforms + (item * n + t) * U;
             float *next = RING(0, item, pos[0]);
             if (m->head == HEAD_CATEGORICAL) {
-                int64_t c = draw_categorical(pb, P, u[0], temperature, work);
+                int64_t c = draw_categorical(pb, P, u[0], temperature, work,
+                                             diag_out ? diag_out + 2 * item : NULL);
                 classes_out[item * n + t] = c;
                 memcpy(next, m->embed + c * R, R * sizeof(float));
             } else {
@@ -571,13 +604,15 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
  * Runs n steps for batch items 0..batch-1. first_input [B][R] is the embedded input of the
  * first step, written into layer 0's ring (NULL: it is there already, as after a call that
  * drew and fed back its last sample). With uniforms == NULL only the parameters of one step
- * are computed (n must be 1). pos[l] is advanced by n. Returns 0, or nonzero when
- * out of memory or given invalid sizes.
+ * are computed (n must be 1). pos[l] is advanced by n. diag_out [B][2] (or NULL; the
+ * categorical head only) accumulates each item's summed NLL and entropy of the drawn
+ * samples (see draw_categorical). Returns 0, or nonzero when out of memory or given
+ * invalid sizes.
  */
 int wg_run(const wg_model *m, float *ring, int64_t *pos, int64_t batch, int64_t n,
            const float *first_input, const float *local, const float *global_bias,
            const float *uniforms, double temperature, int64_t *classes_out,
-           float *values_out, float *params_out, int64_t threads)
+           float *values_out, float *params_out, double *diag_out, int64_t threads)
 {
     if (batch < 1 || n < 1 || m->k < 1 || m->k > MAXSEG - 1 || (!uniforms && n != 1)
         || (m->C > 0 && !local))
@@ -598,7 +633,8 @@ int wg_run(const wg_model *m, float *ring, int64_t *pos, int64_t batch, int64_t 
         int64_t b0 = batch * id / nt, b1 = batch * (id + 1) / nt;
         if (b1 > b0)
             status |= run_items(m, ring, pos, b0, b1, n, first_input, local, global_bias,
-                                uniforms, temperature, classes_out, values_out, params_out);
+                                uniforms, temperature, classes_out, values_out, params_out,
+                                diag_out);
     }
     if (status)
         return 1;
