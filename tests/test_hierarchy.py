@@ -584,7 +584,7 @@ def bad_runs(hierarchy: Path, tmp_path: Path, codes: dict[str, Path]):
     yield "a link leading outside", link, ["--seconds", SECONDS], ["leads outside"]
     unknown = variant(tmp_path / "unknown", hierarchy, manifest={
         "wavegen_hierarchy": 1, "vqvae": "vqvae", "priors": ["p2"], "extra": 1})
-    yield "an unknown key", unknown, ["--seconds", SECONDS], ["unknown keys extra"]
+    yield "an unknown key", unknown, ["--seconds", SECONDS], ["unknown key 'extra'"]
     vq_prior = variant(tmp_path / "vqprior", hierarchy, priors=("p2", "vqvae"))
     yield "a VQ-VAE as a prior", vq_prior, ["--seconds", SECONDS], ["not a prior"]
     midi = tmp_path / "piece.mid"
@@ -659,7 +659,7 @@ def test_manifests_are_checked_on_reading(tmp_path):
             read_manifest(root)
         assert "\n" not in str(caught.value)
     (root / HIERARCHY_FILE).write_text("{not json")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match="corrupt JSON"):
         read_manifest(root)
     (root / HIERARCHY_FILE).write_bytes(b"\xff\xfe")
     with pytest.raises(CheckpointError):

@@ -70,13 +70,13 @@ from wavegen.inference.manifest import contained_path, named_file
 from wavegen.sampling import GenerationResult, SamplingOptions, generate
 from wavegen.sampling.draw import draw_uniforms
 from wavegen.utils.atomic import atomic_write_text
+from wavegen.utils.json_manifest import read_versioned_json
 
 HIERARCHY_FILE = "hierarchy.json"
 FORMAT_VERSION = 1
 #: Codes per window when sampling a level in windows (see the module docstring).
 DEFAULT_WINDOW = 4096
 #: Largest hierarchy.json read.
-_MAX_BYTES = 1 << 20
 _KEYS = {"wavegen_hierarchy", "vqvae", "priors", "description"}
 
 
@@ -114,17 +114,8 @@ def read_manifest(path: str | os.PathLike) -> HierarchyManifest:
     file = hierarchy_file(path)
     if file is None:
         raise CheckpointError(f"{path}: not a hierarchy (no {HIERARCHY_FILE})")
-    if file.stat().st_size > _MAX_BYTES:
-        raise CheckpointError(f"{file}: over {_MAX_BYTES} bytes; not a hierarchy manifest")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("wavegen_hierarchy") != FORMAT_VERSION:
-        raise CheckpointError(f"{file}: wavegen_hierarchy must be {FORMAT_VERSION}")
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise CheckpointError(f"{file}: unknown keys {', '.join(sorted(unknown))}")
+    data = read_versioned_json(file, "wavegen_hierarchy", FORMAT_VERSION, _KEYS,
+                               "a hierarchy manifest")
     priors = data.get("priors")
     if not isinstance(priors, list) or not priors:
         raise CheckpointError(f"{file}: priors must be a non-empty list of bundle paths, "

@@ -123,7 +123,7 @@ def test_a_section_of_another_task_is_refused():
                                           "adversarial, but this recipe's task is diffusion"):
         recipe_from_dict({**diffusion_recipe(), "discriminators": {"mpd": {}}})
     with pytest.raises(ConfigError, match=r"recipe: unknown key\(s\) difusion .*task sections: "
-                                          r"adversarial, diffusion, discriminators, vq"):
+                                          r"adversarial, diffusion, discriminators, spectral, vq"):
         recipe_from_dict({**diffusion_recipe(), "difusion": {}})
     with pytest.raises(ConfigError, match="recipe.vq must be a mapping, got list"):
         recipe_from_dict({**vq_recipe(), "vq": [1, 2]})

@@ -42,6 +42,7 @@ from typing import Any
 from wavegen.checkpoint import CONFIG_FILE, resolve_bundle_path
 from wavegen.errors import CheckpointError
 from wavegen.utils.atomic import atomic_write_text
+from wavegen.utils.json_manifest import read_versioned_json
 
 MANIFEST_FILE = "pipeline.json"
 FORMAT_VERSION = 1
@@ -105,22 +106,8 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if (file.parent / CONFIG_FILE).exists():
         raise CheckpointError(f"{file.parent}: holds both {CONFIG_FILE} and {MANIFEST_FILE}; a "
                               f"folder is either a bundle or a pipeline")
-    if file.stat().st_size > MAX_BYTES:
-        raise CheckpointError(f"{file}: {file.stat().st_size:,} bytes, too large for a "
-                              f"manifest (at most {MAX_BYTES:,})")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{file}: corrupt JSON ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: must be a JSON object with wavegen_pipeline and stages")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise CheckpointError(f"{file}: unknown key {unknown[0]!r} (known: "
-                              f"{', '.join(sorted(_KEYS))})")
-    version = data.get("wavegen_pipeline")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise CheckpointError(f"{file}: wavegen_pipeline must be {FORMAT_VERSION}, got {version!r}")
+    data = read_versioned_json(file, "wavegen_pipeline", FORMAT_VERSION, _KEYS, "a manifest",
+                               MAX_BYTES)
     stages = data.get("stages")
     if not isinstance(stages, list) or not stages:
         raise CheckpointError(f"{file}: stages must be a non-empty list of "

@@ -112,27 +112,14 @@ def read_index(directory: str | os.PathLike | None = None) -> list[PretrainedMod
     :data:`PRETRAINED_DIR`), in the index's order, format-checked (see the module
     docstring); the models' folders need not exist."""
     from wavegen.inference.manifest import contained_path
+    from wavegen.utils.json_manifest import read_versioned_json
 
     folder = Path(PRETRAINED_DIR if directory is None else directory)
     file = folder / INDEX_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: missing (the index of the models shipped with wavegen)")
-    if file.stat().st_size > MAX_BYTES:
-        raise CheckpointError(f"{file}: {file.stat().st_size:,} bytes, too large for an index "
-                              f"of models (at most {MAX_BYTES:,})")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{file}: corrupt JSON ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: must be a JSON object with wavegen_models and models")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise CheckpointError(f"{file}: unknown key {unknown[0]!r} (known: "
-                              f"{', '.join(sorted(_KEYS))})")
-    version = data.get("wavegen_models")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise CheckpointError(f"{file}: wavegen_models must be {FORMAT_VERSION}, got {version!r}")
+    data = read_versioned_json(file, "wavegen_models", FORMAT_VERSION, _KEYS,
+                               "an index of models", MAX_BYTES)
     entries = data.get("models")
     if not isinstance(entries, list):
         raise CheckpointError(f"{file}: models must be a list of objects with name, path and "
