@@ -118,16 +118,19 @@ def format_model_summary(summary: dict) -> str:
     def spectral(entry: dict) -> str:
         return f"MR-STFT {entry['mr_stft_distance']:.3f}, log-mel L1 {entry['log_mel_l1']:.3f}"
 
-    return "\n".join([
-        f"shipped models on a generated piece they never saw ({summary['seconds']:g} s at "
-        f"{summary['sample_rate']} Hz, piece seed {summary['piece_seed']}):",
-        f"  MIDI -> audio, '{summary['piano_model']}'          {scores(summary['piano'])}",
-        f"  the synthesiser's rendering (ceiling)  {scores(summary['recording'])}",
-        f"  vocoded, '{summary['vocoder_model']}'    {spectral(summary['vocoded'])}; "
-        f"{scores(summary['vocoded'])}",
-        f"  vocoded, Griffin-Lim {summary['griffin_lim_iterations']} it        "
-        f"{spectral(summary['griffin_lim'])}; {scores(summary['griffin_lim'])}",
-    ])
+    rows = [
+        (f"MIDI -> audio, '{summary['piano_model']}'", scores(summary["piano"])),
+        ("the synthesiser's rendering (ceiling)", scores(summary["recording"])),
+        (f"vocoded, '{summary['vocoder_model']}'",
+         f"{spectral(summary['vocoded'])}; {scores(summary['vocoded'])}"),
+        (f"vocoded, Griffin-Lim {summary['griffin_lim_iterations']} it",
+         f"{spectral(summary['griffin_lim'])}; {scores(summary['griffin_lim'])}"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(
+        [f"shipped models on a generated piece they never saw ({summary['seconds']:g} s at "
+         f"{summary['sample_rate']} Hz, piece seed {summary['piece_seed']}):"]
+        + [f"  {label.ljust(width)}  {text}" for label, text in rows])
 
 
 __all__ = ["OUTPUT_FILES", "PIECE_SEED", "format_model_summary", "run_model_demo"]
