@@ -14,8 +14,9 @@ on them.
 The backends are timed through ``wavegen.kernels.open_session(...).generate`` alone (the
 session, its priming on the prompt and its weight packing are set up outside the timed
 call), so those numbers are about the sampling step, not the driver; the ``e2e`` columns
-time the whole ``generate(..., backend=NAME)`` call a user waits for (session set-up,
-conditioning upsampling, the loop, the typicality diagnostic and the waveform). The ``cpu`` backend is
+time the whole ``generate(..., backend=NAME)`` call a user waits for when rendering a mel
+with no prompt (session set-up, conditioning upsampling, the loop, the typicality
+diagnostic and the waveform). The ``cpu`` backend is
 first checked to draw the reference backend's samples on a short run; then reference and
 cpu repeats alternate (this kind of shared VM drifts by up to 2x over a minute) and the
 median of each is reported, with the ratio cpu / reference.
@@ -97,18 +98,21 @@ def backend_samples(model: WaveNet, name: str, batch: int, steps: int, seed: int
     return samples, time.perf_counter() - start
 
 
-def end_to_end(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0) -> float:
-    """Seconds of the whole ``generate(..., backend=name)`` call that a user waits for:
-    session set-up (weight packing is cached per model), conditioning, the loop, the
-    typicality diagnostic and the waveform."""
+def end_to_end(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0) -> tuple[int, float]:
+    """(samples, seconds) of the whole ``generate(..., backend=name)`` call a user waits for
+    when rendering a mel (no prompt): session set-up (weight packing is cached per model),
+    conditioning upsampling, the loop, the typicality diagnostic and the waveform.
+    ``steps`` is rounded up to whole conditioning frames."""
     device = next(model.parameters()).device
-    total, local, prompt, uniforms = backend_inputs(model, batch, steps, seed)
-    wave = model.head.waveform_from_samples(prompt).float()[:, None, :]
+    frames = -(-steps // HOP)
+    generator = torch.Generator().manual_seed(seed)
+    local = torch.randn(batch, 80, frames, generator=generator).to(device)
+    uniforms = draw_uniforms(batch, frames * HOP, model.head.num_uniforms, seed, device)
     _sync(device)
     start = time.perf_counter()
-    generate(model, local=local, prompt=wave, uniforms=uniforms, backend=name)
+    generate(model, local=local, uniforms=uniforms, backend=name)
     _sync(device)
-    return time.perf_counter() - start
+    return frames * HOP, time.perf_counter() - start
 
 
 def main() -> None:
@@ -175,8 +179,8 @@ def main() -> None:
                 _, seconds = backend_samples(model, name, batch, steps, seed=r)
                 rates[name].append(batch * steps / seconds)
                 if name in whole:
-                    seconds = end_to_end(model, name, batch, steps, seed=r)
-                    whole[name].append(batch * steps / seconds)
+                    made, seconds = end_to_end(model, name, batch, steps, seed=r)
+                    whole[name].append(batch * made / seconds)
         rate = {name: statistics.median(v) for name, v in rates.items()}
         rate.update({f"{name} e2e": statistics.median(v) for name, v in whole.items()})
         rows.append((batch, naive_rate, cached_rate, rate))
@@ -188,8 +192,8 @@ def main() -> None:
     print("# samples/s, aggregate over the batch; backends: the generate call alone, median "
           f"of {args.repeats} alternating runs ({args.reference_steps} reference steps, "
           f"{args.backend_steps} steps of the others); '-' = not measured")
-    print("# e2e: the whole generate(..., backend=NAME) call a user waits for (set-up, "
-          "conditioning, loop, typicality diagnostic, waveform), prompt priming included")
+    print("# e2e: the whole generate(..., backend=NAME) call a user waits for when rendering a "
+          "mel, no prompt (set-up, conditioning, loop, typicality diagnostic, waveform)")
     head = f"| {'batch':>5} | {'naive':>9} | {'cached':>9} | {'reference':>9} |"
     for name in names:
         head += (f" {name:>10} | {name + ' / ref':>14} | {'x real time':>11} | "
