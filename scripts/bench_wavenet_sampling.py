@@ -23,12 +23,13 @@ median of each is reported, with the ratio cpu / reference.
 
 Usage: python scripts/bench_wavenet_sampling.py [--batches 1 16] [--cached-steps 2000]
        [--naive-steps 20] [--backend-steps 2000] [--reference-steps 500] [--threads 2]
-       [--repeats 3] [--skip-driver]
+       [--repeats 3] [--skip-driver] [--teacher-forced]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -98,6 +99,20 @@ def backend_samples(model: WaveNet, name: str, batch: int, steps: int, seed: int
     return samples, time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def teacher_forced_diagnostics():
+    """The cpu session without its in-step diagnostic: ``generate`` then runs the
+    teacher-forced pass after the loop (the A/B of the e2e column)."""
+    from wavegen.kernels.cpu import CPUSession
+
+    original = CPUSession.in_step_diagnostics
+    CPUSession.in_step_diagnostics = lambda self: None
+    try:
+        yield
+    finally:
+        CPUSession.in_step_diagnostics = original
+
+
 def end_to_end(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0) -> tuple[int, float]:
     """(samples, seconds) of the whole ``generate(..., backend=name)`` call a user waits for
     when rendering a mel (no prompt): session set-up (weight packing is cached per model),
@@ -132,6 +147,10 @@ def main() -> None:
                         help="samples per timed run of the reference backend")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating timed runs per backend (the median is reported)")
+    parser.add_argument("--teacher-forced", action="store_true",
+                        help="also time e2e with the typicality diagnostic from a teacher-"
+                             "forced pass after the loop (what the cpu backend did before it "
+                             "computed it inside the step)")
     parser.add_argument("--skip-driver", action="store_true",
                         help="time only the backends (not the naive and cached drivers)")
     args = parser.parse_args()
@@ -181,6 +200,10 @@ def main() -> None:
                 if name in whole:
                     made, seconds = end_to_end(model, name, batch, steps, seed=r)
                     whole[name].append(batch * made / seconds)
+                if name == "cpu" and args.teacher_forced:
+                    with teacher_forced_diagnostics():
+                        made, seconds = end_to_end(model, name, batch, steps, seed=r)
+                    whole.setdefault("cpu tf", []).append(batch * made / seconds)
         rate = {name: statistics.median(v) for name, v in rates.items()}
         rate.update({f"{name} e2e": statistics.median(v) for name, v in whole.items()})
         rows.append((batch, naive_rate, cached_rate, rate))
@@ -204,6 +227,9 @@ def main() -> None:
     def cell(value: float, width: int) -> str:
         return f"{'-':>{width}}" if value != value else f"{value:{width}.1f}"
 
+    if args.teacher_forced:
+        print("# cpu e2e with the diagnostic from a teacher-forced pass after the loop: " +
+              ", ".join(f"batch {batch} {rate['cpu tf e2e']:.1f}" for batch, _, _, rate in rows))
     for batch, naive_rate, cached_rate, rate in rows:
         line = (f"| {batch:5d} | {cell(naive_rate, 9)} | {cell(cached_rate, 9)} | "
                 f"{rate['reference']:9.1f} |")
