@@ -391,3 +391,33 @@ def test_diagnostics_from_inside_the_step_equal_the_teacher_forced_ones(temperat
     session = CPUSession(mol, 1, 10, None, None, None)
     session.generate(torch.zeros(1), draw_uniforms(1, 10, 2, 0), 1.0)
     assert session.in_step_diagnostics() is None
+
+
+def test_priming_reads_only_the_last_receptive_field_of_a_long_prompt():
+    """The inputs each layer's ring keeps after a long prompt (its last (k - 1) d) equal
+    those of a full pass over it, from a pass over the prompt's last receptive field alone
+    (and a changed start of the prompt changes nothing)."""
+    from wavegen.kernels.base import ConditioningStream, prime_layer_inputs
+    from wavegen.models.wavenet import shift_right
+
+    model = make_model("categorical", 3, 32, 40, 128, "local+global")
+    rf = model.receptive_field
+    length = 4 * rf + 16
+    local, g = torch.randn(2, 5, length // HOP + 1), torch.tensor([1, 2])
+    prompt = torch.randint(0, 256, (2, length))
+    stream = ConditioningStream(model, 2, (length // HOP + 1) * HOP, local, g)
+    primed = prime_layer_inputs(model, prompt, stream)
+    cond = stream.chunk(0, length).transpose(1, 2)
+    _, full = model.run(shift_right(prompt, model.silence_input()), cond, None,
+                        return_layer_inputs=True)
+    config = model.config
+    dilations = [2 ** i for _ in range(config.stacks) for i in range(config.layers)]
+    for window, whole, d in zip(primed, full, dilations):
+        assert window.shape[-1] == rf - 1
+        kept = (config.kernel_size - 1) * d  # what the layer's ring holds
+        torch.testing.assert_close(window[..., -kept:], whole[..., -kept:], rtol=1e-5,
+                                   atol=1e-5)
+    changed = prompt.clone()
+    changed[:, : length - rf] = 0
+    for a, b in zip(primed, prime_layer_inputs(model, changed, stream)):
+        assert torch.equal(a, b)

@@ -19,7 +19,8 @@ What the WaveNet sessions share, implemented here once:
   global conditioning added, so a long generation never holds ``L * 2G`` channels per audio
   sample at once (2 x 10 layers x 256 gates = 5120 floats per sample).
 * :func:`prime_layer_inputs`: the last inputs of every layer after a teacher-forced pass over
-  a prompt (one full forward pass), from which each backend fills its ring buffers.
+  the last receptive field of a prompt (one forward pass over that window), from which each
+  backend fills its ring buffers.
 * :class:`WaveNetWeights`: the model's weights in one canonical layout (documented there),
   so each kernel only repacks, never re-derives, them.
 * :class:`WaveNetSession`: teacher-forced diagnostics in windows of bounded memory.
@@ -176,15 +177,21 @@ class ConditioningStream:
 
 @torch.no_grad()
 def prime_layer_inputs(model, prompt: torch.Tensor, stream: ConditioningStream) -> list[torch.Tensor]:
-    """Each layer's inputs ``[B, R, P]`` during a teacher-forced pass over ``prompt`` ``[B, P]``.
+    """Each layer's inputs during a teacher-forced pass over ``prompt`` ``[B, P]``, at its last
+    ``W = min(P, receptive_field - 1)`` positions: ``[B, R, W]`` per layer.
 
-    The first step after priming is fed ``prompt[:, -1]`` and predicts sample ``P``.
+    Only those positions reach a ring buffer (layer ``l`` keeps its last ``(k - 1) d_l``
+    inputs, which depend on the prompt back to ``receptive_field - 1`` samples), so the
+    pass runs over that window alone: priming costs the same for a 10 s prompt as for one
+    receptive field. The first step after priming is fed ``prompt[:, -1]`` and predicts
+    sample ``P``.
     """
     from wavegen.models.wavenet import shift_right
 
     length = prompt.shape[-1]
-    inputs = shift_right(prompt, model.silence_input())
-    cond = stream.chunk(0, length)
+    first = max(0, length - (model.receptive_field - 1))
+    inputs = shift_right(prompt, model.silence_input())[..., first:]
+    cond = stream.chunk(first, length)
     local_c = None if cond is None else cond.transpose(1, 2).to(model.input.weight.dtype)
     _, layer_inputs = model.run(inputs, local_c, None, return_layer_inputs=True)
     return layer_inputs

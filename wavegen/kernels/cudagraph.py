@@ -60,7 +60,7 @@ class CUDAGraphSession(WaveNetSession):
                                   self.lengths):
                 keep = min(n - 1, count)
                 times = torch.arange(count - keep, count, device=device)
-                ring[:, :, times % n] = x[..., count - keep:].to(dtype)
+                ring[:, :, times % n] = x[..., x.shape[-1] - keep:].to(dtype)
         self.prev = torch.zeros(batch, device=device,
                                 dtype=torch.int64 if self.categorical else torch.float32)
         self.graphs = GraphedChunks(self.device, batch, CHUNK)

@@ -329,7 +329,7 @@ class TritonSession(WaveNetSession):
             for ring, x, n in zip(self.rings, inputs, self.lengths):
                 keep = min(n - 1, count)
                 times = torch.arange(count - keep, count, device=device)
-                ring[:, times % n, :] = x[..., count - keep:].transpose(1, 2).to(device,
+                ring[:, times % n, :] = x[..., x.shape[-1] - keep:].transpose(1, 2).to(device,
                                                                                  torch.float32)
         # Block sizes: powers of two covering the widths; on the GPU the gate and the output
         # stack are walked in chunks (register pressure), under the interpreter in one go
