@@ -217,6 +217,24 @@ class WaveNetState:
     time: int = 0
 
 
+
+class LayerProjections:
+    """Upsampled local features ``[B, C, T]`` to be projected to each layer's gate input
+    separately: layer ``l`` gets ``conv1x1(features, W_l) * keep`` with ``W_l`` its
+    ``2G`` rows of ``local_projection`` and ``keep`` ``[B]`` (0 where classifier-free
+    guidance drops the conditioning) or None."""
+
+    def __init__(self, features: torch.Tensor, keep: torch.Tensor | None):
+        self.features = features.contiguous()  # the upsampler's output is a sliced view
+        self.keep = keep
+
+    def layers(self, weight: torch.Tensor, width: int) -> list[torch.Tensor]:
+        """``[B, 2G, T]`` per layer from the all-layers weight ``[L * 2G, C, 1]``."""
+        out = [F.conv1d(self.features, w) for w in weight.split(width, dim=0)]
+        if self.keep is not None:
+            out = [c * self.keep[:, None, None] for c in out]
+        return out
+
 class WaveNet(nn.Module):
     """WaveNet over waveforms; see the module docstring for the time alignment."""
 
@@ -269,7 +287,9 @@ class WaveNet(nn.Module):
     def _embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` previous samples (classes or values) -> ``[B, R, T]``."""
         if self.config.head == "categorical":
-            return self.input(inputs).transpose(1, 2)
+            # contiguous: a time-major [B, R, T] view sends every convolution after it down
+            # oneDNN's slower strided path (and its backward through more copies).
+            return self.input(inputs).transpose(1, 2).contiguous()
         return self.input(inputs.to(self.input.weight.dtype)[:, None, :])
 
     def _embed_step(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -334,16 +354,21 @@ class WaveNet(nn.Module):
             global_out = None if global_out is None else global_out * keep[:, None]
         return local_out, global_out
 
-    def _layer_conds(self, local: torch.Tensor | None,
+    def _layer_conds(self, local: "torch.Tensor | LayerProjections | None",
                      global_: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Per-layer conditioning ``[B, 2G, T]`` (or ``[B, 2G, 1]``), one entry per layer.
 
+        ``local`` is the projection of all layers at once ``[B, L * 2G, T]`` (split here),
+        or :class:`LayerProjections`: the upsampled features, projected layer by layer.
         One ``split`` rather than a slice per layer: each slice's backward would allocate
         and fill a zero tensor the size of all layers' conditioning (O(layers^2) traffic).
         """
         width = 2 * self.config.gate_channels
         count = self.config.num_layers
-        locals_ = local.split(width, dim=1) if local is not None else [None] * count
+        if isinstance(local, LayerProjections):
+            locals_ = local.layers(self.local_projection.weight, width)
+        else:
+            locals_ = local.split(width, dim=1) if local is not None else [None] * count
         globals_ = global_[..., None].split(width, dim=1) if global_ is not None else [None] * count
         out = []
         for lc, gc in zip(locals_, globals_):
@@ -374,14 +399,22 @@ class WaveNet(nn.Module):
         batch, length = inputs.shape
         drop = torch.ones(batch, dtype=torch.bool, device=inputs.device) if unconditional \
             else self._training_drop(batch, inputs.device)
-        local_c, global_c = self.conditioning(length, batch, local, global_cond, drop)
+        upsampled, global_c = self.conditioning_features(length, batch, local, global_cond)
+        keep = None if drop is None else (~drop).to(self.input.weight.dtype)
+        if keep is not None and global_c is not None:
+            global_c = global_c * keep[:, None]
+        # Each layer projects the upsampled features itself: the same numbers as
+        # conditioning()'s all-layers projection, without its [B, L * 2G, T] tensor (the
+        # largest of a training step, and a split / cat of it in backward).
+        local_c = None if upsampled is None else LayerProjections(upsampled, keep)
         return self.run(inputs, local_c, global_c, return_layer_inputs)
 
-    def run(self, inputs: torch.Tensor, local_c: torch.Tensor | None,
+    def run(self, inputs: torch.Tensor, local_c: "torch.Tensor | LayerProjections | None",
             global_c: torch.Tensor | None, return_layer_inputs: bool = False):
         """:meth:`forward` with conditioning already projected by :meth:`conditioning`.
 
-        ``local_c`` ``[B, L * 2G, T]`` must be aligned with ``inputs`` ``[B, T]``.
+        ``local_c`` ``[B, L * 2G, T]`` (or :class:`LayerProjections` of ``[B, C, T]``) must
+        be aligned with ``inputs`` ``[B, T]``.
         """
         x = self._embed(inputs)
         skips = 0
