@@ -23,7 +23,7 @@ median of each is reported, with the ratio cpu / reference.
 
 Usage: python scripts/bench_wavenet_sampling.py [--batches 1 16] [--cached-steps 2000]
        [--naive-steps 20] [--backend-steps 2000] [--reference-steps 500] [--threads 2]
-       [--repeats 3] [--skip-driver] [--teacher-forced]
+       [--repeats 3] [--skip-driver] [--teacher-forced] [--contention N]
 """
 
 from __future__ import annotations
@@ -151,6 +151,9 @@ def main() -> None:
                         help="also time e2e with the typicality diagnostic from a teacher-"
                              "forced pass after the loop (what the cpu backend did before it "
                              "computed it inside the step)")
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also time the backends with N busy processes competing for "
+                             "the cores (scripts/contention.py) and print that table too")
     parser.add_argument("--skip-driver", action="store_true",
                         help="time only the backends (not the naive and cached drivers)")
     args = parser.parse_args()
@@ -182,10 +185,26 @@ def main() -> None:
         agree = float((got.cpu() == expected.cpu()).float().mean())
         print(f"# {name}: {100 * agree:.1f}% of 128 check samples equal to reference")
 
+    rows = time_rows(model, names, batches, args)
+    print_table(model, names, rows, args, device, "quiet machine")
+    if args.contention:
+        from contention import competing_load
+
+        with competing_load(args.contention):
+            loaded = time_rows(model, names, batches, args, drivers=False)
+        print_table(model, names, loaded, args, device,
+                    f"under load: {args.contention} busy process(es) competing")
+        for (batch, _, _, quiet), (_, _, _, busy) in zip(rows, loaded):
+            print(f"# batch {batch}, loaded / quiet: " + ", ".join(
+                f"{name} {busy[name] / quiet[name]:.2f}" for name in busy))
+
+
+def time_rows(model, names, batches, args, drivers: bool = True):
+    """One row per batch: (batch, naive, cached, {column: samples/s})."""
     rows = []
     for batch in batches:
         naive_rate = cached_rate = float("nan")
-        if not args.skip_driver:
+        if drivers and not args.skip_driver:
             naive_rate, _ = measure(model, batch, args.naive_steps, naive=True)
             cached_rate = statistics.median(
                 measure(model, batch, args.cached_steps, naive=False, seed=r)[0]
@@ -207,8 +226,13 @@ def main() -> None:
         rate = {name: statistics.median(v) for name, v in rates.items()}
         rate.update({f"{name} e2e": statistics.median(v) for name, v in whole.items()})
         rows.append((batch, naive_rate, cached_rate, rate))
+    return rows
 
+
+def print_table(model, names, rows, args, device, title: str) -> None:
+    """The Markdown table of :func:`time_rows`' rows, under a header saying what ran."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    print(f"# {title}")
     print(f"# {describe(model.config)}; {model.num_parameters() / 1e6:.2f} M parameters")
     print(f"# {gpu}, {os.cpu_count()} cpus, torch {torch.__version__} "
           f"({args.threads} threads), {time.strftime('%Y-%m-%d')}")
