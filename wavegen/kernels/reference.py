@@ -14,6 +14,7 @@ from wavegen.kernels.base import Backend, Session
 from wavegen.sampling.contract import sample_level_reason
 from wavegen.sampling.draw import Draw
 from wavegen.sampling.options import SamplingOptions
+from wavegen.utils.threads import step_threads, torch_threads
 
 
 class ReferenceSession(Session):
@@ -46,9 +47,11 @@ class ReferenceSession(Session):
     def generate(self, previous, uniforms, temperature):
         draw = Draw(self.model.head, SamplingOptions(temperature=temperature))
         samples = []
-        for t in range(uniforms.shape[1]):
-            previous = draw.sample(self.step_params(previous), uniforms[:, t])
-            samples.append(previous)
+        device = next(self.model.parameters()).device
+        with torch_threads(step_threads(self.batch, device)):  # see wavegen.utils.threads
+            for t in range(uniforms.shape[1]):
+                previous = draw.sample(self.step_params(previous), uniforms[:, t])
+                samples.append(previous)
         return torch.stack(samples, dim=1)
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from wavegen.errors import UsageError
 from wavegen.sampling.contract import check_sample_level, hop_length, model_device, silence
 from wavegen.sampling.diagnostics import teacher_forced_diagnostics
+from wavegen.utils.threads import step_threads, torch_threads
 from wavegen.sampling.draw import Draw, draw_uniforms
 from wavegen.sampling.options import SamplingOptions
 from wavegen.sampling.result import GenerationResult
@@ -128,6 +129,15 @@ def _generate(model, num_samples, batch, local, global_cond, prompt, options, un
         if name != "reference":
             return _generate_fast(model, session, previous, uniforms, options, local,
                                   global_cond, prompt_targets)
+    with torch_threads(step_threads(batch, device)):
+        return _generate_reference(model, num_samples, batch, local, global_cond, options,
+                                   uniforms, naive, prompt_len, prompt_targets, previous)
+
+
+def _generate_reference(model, num_samples, batch, local, global_cond, options, uniforms,
+                        naive, prompt_len, prompt_targets, previous) -> GenerationResult:
+    """The reference loop: the model's own steps (or the naive recomputation) and Draw."""
+    head = model.head
     stepper = (_naive_stepper(model) if naive else _CachedStepper)(
         model, batch, prompt_len + num_samples, local, global_cond, prompt_targets,
         options.guided)
