@@ -56,6 +56,22 @@ def predicted_magnitude(model: nn.Module, mel: torch.Tensor, features) -> torch.
         return to_magnitude(linear, features)
 
 
+def vocode_magnitude(model: nn.Module, mel: torch.Tensor, features, length: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Audio ``[B, 1, length]`` in [-1, 1] for the log-mel ``mel`` ``[B, n_mels, F]``:
+    :func:`predicted_magnitude`, then ``model.config.phase_iterations`` of fast Griffin-Lim
+    (``phase_momentum``) from a random phase drawn with ``generator`` (on the model's
+    device). The adapter and the spectral task's listening samples both render this way."""
+    from wavegen.audio.griffinlim import griffin_lim
+
+    config = model.config
+    magnitude = predicted_magnitude(model, mel, features)
+    with torch.inference_mode():
+        audio = griffin_lim(magnitude, features, n_iter=config.phase_iterations,
+                            momentum=config.phase_momentum, length=length, generator=generator)
+    return audio.reshape(mel.shape[0], 1, -1)[..., :length].clamp(-1.0, 1.0)
+
+
 class MagnitudeVocoderAdapter(Adapter):
     """log-mel -> audio through a predicted magnitude and Griffin-Lim (module docstring).
 
@@ -75,22 +91,15 @@ class MagnitudeVocoderAdapter(Adapter):
 
     def run(self, conditioning: Conditioning, options: InferenceOptions,
             sink: Sink | None = None) -> SynthesisResult:
-        from wavegen.audio.griffinlim import griffin_lim
-
         if conditioning.local is None:
             raise UsageError(f"{self.name}: a vocoder needs a mel ({self.input.describe()})")
-        config, features = self.model.config, self.info.features
         mel = conditioning.local
-        length = mel.shape[-1] * features.hop_length
+        generator = torch.Generator(self.device())
+        seed = generator_for(options.seed).initial_seed()  # a fresh one when seed is None
+        generator.manual_seed(seed)
         start = time.perf_counter()
-        magnitude = predicted_magnitude(self.model, mel, features)
-        generator = torch.Generator(magnitude.device)
-        generator.manual_seed(int(generator_for(options.seed).initial_seed()))
-        with torch.inference_mode():
-            audio = griffin_lim(magnitude, features, n_iter=config.phase_iterations,
-                                momentum=config.phase_momentum, length=length,
-                                generator=generator)
-        audio = audio.reshape(mel.shape[0], 1, -1)[..., :length].clamp(-1.0, 1.0)
+        audio = vocode_magnitude(self.model, mel, self.info.features,
+                                 mel.shape[-1] * self.info.features.hop_length, generator)
         if audio.device.type == "cuda":
             torch.cuda.synchronize(audio.device)
         seconds = time.perf_counter() - start
@@ -108,4 +117,5 @@ def spectrogram_adapter(model: nn.Module, info: BundleInfo) -> Adapter:
     return MagnitudeVocoderAdapter(model, info)
 
 
-__all__ = ["MagnitudeVocoderAdapter", "predicted_magnitude", "spectrogram_adapter"]
+__all__ = ["MagnitudeVocoderAdapter", "predicted_magnitude", "spectrogram_adapter",
+           "vocode_magnitude"]

@@ -48,8 +48,6 @@ MANIFEST_FILE = "pipeline.json"
 FORMAT_VERSION = 1
 #: Most stages in one pipeline (nested manifests included).
 MAX_STAGES = 64
-#: Largest pipeline.json read (a manifest is a few lines).
-MAX_BYTES = 1 << 20
 
 _KEYS = {"wavegen_pipeline", "stages", "description"}
 
@@ -106,8 +104,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if (file.parent / CONFIG_FILE).exists():
         raise CheckpointError(f"{file.parent}: holds both {CONFIG_FILE} and {MANIFEST_FILE}; a "
                               f"folder is either a bundle or a pipeline")
-    data = read_versioned_json(file, "wavegen_pipeline", FORMAT_VERSION, _KEYS, "a manifest",
-                               MAX_BYTES)
+    data = read_versioned_json(file, "wavegen_pipeline", FORMAT_VERSION, _KEYS, "a manifest")
     stages = data.get("stages")
     if not isinstance(stages, list) or not stages:
         raise CheckpointError(f"{file}: stages must be a non-empty list of "

@@ -230,10 +230,14 @@ class LayerProjections:
 
     def layers(self, weight: torch.Tensor, width: int) -> list[torch.Tensor]:
         """``[B, 2G, T]`` per layer from the all-layers weight ``[L * 2G, C, 1]``."""
-        out = [F.conv1d(self.features, w) for w in weight.split(width, dim=0)]
-        if self.keep is not None:
-            out = [c * self.keep[:, None, None] for c in out]
-        return out
+        return [self._kept(F.conv1d(self.features, w)) for w in weight.split(width, dim=0)]
+
+    def all_layers(self, projection: nn.Module) -> torch.Tensor:
+        """``[B, L * 2G, T]``: every layer's at once (the incremental paths stream it)."""
+        return self._kept(projection(self.features))
+
+    def _kept(self, projected: torch.Tensor) -> torch.Tensor:
+        return projected if self.keep is None else projected * self.keep[:, None, None]
 
 class WaveNet(nn.Module):
     """WaveNet over waveforms; see the module docstring for the time alignment."""
@@ -346,13 +350,20 @@ class WaveNet(nn.Module):
         Returns:
             ``local`` ``[B, L * 2G, length]`` and ``global`` ``[B, L * 2G]`` (each None if unused).
         """
-        upsampled, global_out = self.conditioning_features(length, batch, local, global_cond)
-        local_out = None if upsampled is None else self.local_projection(upsampled)
-        if drop is not None:
-            keep = (~drop).to(self.input.weight.dtype)
-            local_out = None if local_out is None else local_out * keep[:, None, None]
-            global_out = None if global_out is None else global_out * keep[:, None]
+        projections, global_out = self._conditioning_parts(length, batch, local, global_cond,
+                                                           drop)
+        local_out = None if projections is None else projections.all_layers(
+            self.local_projection)
         return local_out, global_out
+
+    def _conditioning_parts(self, length, batch, local, global_cond, drop):
+        """(:class:`LayerProjections` of the upsampled local features or None, the projected
+        global conditioning ``[B, L * 2G]`` or None), both zero where ``drop``."""
+        upsampled, global_out = self.conditioning_features(length, batch, local, global_cond)
+        keep = None if drop is None else (~drop).to(self.input.weight.dtype)
+        if keep is not None and global_out is not None:
+            global_out = global_out * keep[:, None]
+        return (None if upsampled is None else LayerProjections(upsampled, keep)), global_out
 
     def _layer_conds(self, local: "torch.Tensor | LayerProjections | None",
                      global_: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -399,14 +410,10 @@ class WaveNet(nn.Module):
         batch, length = inputs.shape
         drop = torch.ones(batch, dtype=torch.bool, device=inputs.device) if unconditional \
             else self._training_drop(batch, inputs.device)
-        upsampled, global_c = self.conditioning_features(length, batch, local, global_cond)
-        keep = None if drop is None else (~drop).to(self.input.weight.dtype)
-        if keep is not None and global_c is not None:
-            global_c = global_c * keep[:, None]
         # Each layer projects the upsampled features itself: the same numbers as
         # conditioning()'s all-layers projection, without its [B, L * 2G, T] tensor (the
         # largest of a training step, and a split / cat of it in backward).
-        local_c = None if upsampled is None else LayerProjections(upsampled, keep)
+        local_c, global_c = self._conditioning_parts(length, batch, local, global_cond, drop)
         return self.run(inputs, local_c, global_c, return_layer_inputs)
 
     def run(self, inputs: torch.Tensor, local_c: "torch.Tensor | LayerProjections | None",

@@ -61,8 +61,6 @@ VERBS = {"sample": "generator", "vocode": "vocoder"}
 #: (:data:`wavegen.checkpoint.CONFIG_FILE`, :data:`wavegen.inference.manifest.MANIFEST_FILE`).
 MODEL_FILES = ("config.json", "pipeline.json")
 CARD_FILE = "MODEL_CARD.md"
-#: Largest index read (it is a few lines per model).
-MAX_BYTES = 1 << 20
 
 _KEYS = {"wavegen_models", "models"}
 _MODEL_KEYS = {"name", "path", "verb", "description"}
@@ -119,7 +117,7 @@ def read_index(directory: str | os.PathLike | None = None) -> list[PretrainedMod
     if not file.is_file():
         raise CheckpointError(f"{file}: missing (the index of the models shipped with wavegen)")
     data = read_versioned_json(file, "wavegen_models", FORMAT_VERSION, _KEYS,
-                               "an index of models", MAX_BYTES)
+                               "an index of models")
     entries = data.get("models")
     if not isinstance(entries, list):
         raise CheckpointError(f"{file}: models must be a list of objects with name, path and "

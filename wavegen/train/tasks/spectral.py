@@ -62,18 +62,33 @@ class SpectralConfig:
         return from_dict(cls, data, where)
 
 
-def spectral_target(audio: torch.Tensor, features, target: str, log_floor: float) -> torch.Tensor:
-    """The log-spectrogram of ``audio`` ``[B, 1, T]`` a model with ``target`` predicts:
-    ``[B, n_mels, F]`` (mel) or ``[B, n_fft / 2 + 1, F]`` (magnitude), natural log units."""
-    from wavegen.audio.griffinlim import to_magnitude
-    from wavegen.audio.spectral import LogMelSpectrogram, Spectrogram
+class SpectralTarget(nn.Module):
+    """``audio [B, 1, T]`` -> the log-spectrogram a model with ``target`` predicts:
+    ``[B, n_mels, F]`` (mel) or ``[B, n_fft / 2 + 1, F]`` (magnitude), natural log units.
+    Built once per task (the front-end's window and filterbank), run every step."""
 
-    if target == "mel":
-        return LogMelSpectrogram(features).to(audio.device)(audio.float()).reshape(
-            audio.shape[0], features.n_mels, -1)
-    spectrum = Spectrogram(features).to(audio.device)(audio.float())
-    spectrum = to_magnitude(spectrum.reshape(audio.shape[0], -1, spectrum.shape[-1]), features)
-    return torch.log(spectrum.clamp_min(log_floor))
+    def __init__(self, features, target: str, log_floor: float):
+        super().__init__()
+        from wavegen.audio.spectral import LogMelSpectrogram, Spectrogram
+
+        self.features = features
+        self.target = target
+        self.log_floor = log_floor
+        self.analysis = LogMelSpectrogram(features) if target == "mel" else Spectrogram(features)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        from wavegen.audio.griffinlim import to_magnitude
+
+        out = self.analysis(audio.float())
+        out = out.reshape(audio.shape[0], -1, out.shape[-1])
+        if self.target == "mel":
+            return out
+        return torch.log(to_magnitude(out, self.features).clamp_min(self.log_floor))
+
+
+def spectral_target(audio: torch.Tensor, features, target: str, log_floor: float) -> torch.Tensor:
+    """:class:`SpectralTarget` of ``audio`` in one call."""
+    return SpectralTarget(features, target, log_floor).to(audio.device)(audio)
 
 
 class _SpectralLoss(nn.Module):
@@ -82,22 +97,22 @@ class _SpectralLoss(nn.Module):
     def __init__(self, model: nn.Module, features, local_key: str, config: SpectralConfig):
         super().__init__()
         self.model = model
-        self.features = features
         self.local_key = local_key
         self.config = config
+        self.target = SpectralTarget(features, model.config.target, model.config.log_floor)
 
     def terms(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """float32 scalars ``loss``, ``log_l1`` and ``convergence`` of ``model`` on ``batch``."""
         local = batch[self.local_key]
         with torch.no_grad():
-            target = spectral_target(batch["audio"], self.features, model.config.target,
-                                     model.config.log_floor)
+            target = self.target.to(batch["audio"].device)(batch["audio"])
         frames = min(local.shape[-1], target.shape[-1])
         prediction = model(local[..., :frames]).float()
         target = target[..., :frames]
         log_l1 = (prediction - target).abs().mean()
-        difference = (prediction.exp() - target.exp()).flatten(1).norm(dim=1)
-        convergence = (difference / target.exp().flatten(1).norm(dim=1).clamp_min(1e-8)).mean()
+        linear = target.exp()
+        difference = (prediction.exp() - linear).flatten(1).norm(dim=1)
+        convergence = (difference / linear.flatten(1).norm(dim=1).clamp_min(1e-8)).mean()
         loss = self.config.log_weight * log_l1 + self.config.convergence_weight * convergence
         return {"loss": loss, "log_l1": log_l1, "convergence": convergence}
 
@@ -144,7 +159,7 @@ class SpectralTask(Task):
         """Render the first example as audio (module docstring) into ``sample.wav`` beside
         ``reference.wav``; returns its log-mel L1 distance to the reference."""
         from wavegen.audio.griffinlim import mel_to_audio
-        from wavegen.inference.magnitude_vocoder import predicted_magnitude
+        from wavegen.inference.magnitude_vocoder import vocode_magnitude
 
         hop = self.features.hop_length
         length = sample_length(seconds, sample_rate)
@@ -156,18 +171,11 @@ class SpectralTask(Task):
             if model.config.target == "mel":
                 mel = model(local).float()
                 audio = mel_to_audio(mel, self.features, length=total, generator=generator)
+                audio = audio.reshape(1, 1, -1)[..., :total].clamp(-1.0, 1.0)
             else:
-                from wavegen.audio.griffinlim import griffin_lim
-
-                mel = local
-                magnitude = predicted_magnitude(model, mel, self.features)
-                audio = griffin_lim(magnitude, self.features,
-                                    n_iter=model.config.phase_iterations,
-                                    momentum=model.config.phase_momentum, length=total,
-                                    generator=generator)
+                audio = vocode_magnitude(model, local, self.features, total, generator)
         finally:
             model.train(was_training)
-        audio = audio.reshape(1, 1, -1)[..., :total].clamp(-1.0, 1.0)
         return finish_listening(out_dir, "sample", audio[..., :length],
                                 batch["audio"][:1, :, :length], sample_rate, {},
                                 features=self.features, mel_features=self.features)
