@@ -93,6 +93,20 @@ def _machine_identity() -> str:
     return "\n".join(parts)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The feature flags of this machine's first CPU (``/proc/cpuinfo``; empty where there
+    is none), e.g. ``avx512_bf16``: what ``-march=native`` code may use here."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.split(":")[0].strip() in ("flags", "Features"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def _first_line(text: str) -> str:
     for line in text.splitlines():
         if line.strip():

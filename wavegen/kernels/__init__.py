@@ -7,6 +7,8 @@ reference      the model's own ``step`` and the reference draw (:mod:`wavegen.ke
                any sample-level model, always usable
 cpu            WaveNet: a fused C step compiled on first use, whole generation in one call per
                chunk (:mod:`wavegen.kernels.cpu`)
+cpu-bf16       WaveNet: the ``cpu`` step with bfloat16 matrices (AVX-512 BF16 dot products;
+               CPUs with ``avx512_bf16``); faster, not exact, so ``auto`` never picks it
 cudagraph      WaveNet: the per-layer step captured once as a CUDA graph and replayed
 triton         WaveNet: fused Triton kernels per layer and for the head (+ draw); runs on the
                CPU under ``TRITON_INTERPRET=1`` (tests only: slow)
@@ -42,6 +44,7 @@ from wavegen.sampling.contract import model_device
 _BACKENDS = {
     "reference": "wavegen.kernels.reference:ReferenceBackend",
     "cpu": "wavegen.kernels.cpu:CPUBackend",
+    "cpu-bf16": "wavegen.kernels.cpu:CPUBF16Backend",
     "cudagraph": "wavegen.kernels.cudagraph:CUDAGraphBackend",
     "triton": "wavegen.kernels.triton_backend:TritonBackend",
     "cuda": "wavegen.kernels.cuda:CUDABackend",

@@ -15,6 +15,17 @@ when the compiler has it) on first use into its cache (``$WAVEGEN_KERNEL_CACHE``
 under a file lock. A missing compiler or a failed build is a
 :class:`~wavegen.errors.KernelUnavailableError` (``auto`` then falls back to ``reference``).
 
+bf16 (the ``cpu-bf16`` backend, :class:`CPUBF16Backend`): the same step with every matrix
+stored as bfloat16 pairs and each product's input rounded to bfloat16, accumulated in
+float32 by AVX-512 BF16 dot products (``VDPBF16PS``, 32 products per instruction): half the
+weight bytes a batch-1 step streams and half the instructions of a batch-16 step. It runs
+where the CPU has ``avx512_bf16`` (read from ``/proc/cpuinfo`` at run time) and the
+compiler targets it; ``auto`` never picks it (float32 stays the default where exactness
+matters). Its head parameters equal a float32 computation with bf16-rounded weights and
+matrix inputs to ~1e-5, and differ from the float32 reference by the rounding (logits
+within ~2% of their range for the reference configuration; ~99% of categorical draws from
+the same uniforms identical; see ``tests/kernels/test_cpu_bf16.py``).
+
 Numerics: the head parameters agree with the reference step to ~1e-6 relative (float32
 with FMA, its own vectorised tanh/sigmoid/exp); the draw follows the reference rules of
 :mod:`wavegen.nn.distributions` operation by operation, so the same uniforms give the same
@@ -35,7 +46,7 @@ import torch
 from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.kernels.base import (Backend, ConditioningStream, WaveNetSession, WaveNetWeights,
                                   head_kind, prime_layer_inputs, wavenet_support)
-from wavegen.native import CLibrary, NativeUnavailable, cache_dir, find_compiler
+from wavegen.native import CLibrary, NativeUnavailable, cache_dir, cpu_flags, find_compiler
 
 SOURCE = Path(__file__).with_name("wavenet_step.c")
 #: Compiler flags, tried in order (the second set for compilers without OpenMP). No
@@ -45,7 +56,7 @@ FLAG_SETS = (
     ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fopenmp"],
     ["-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off"],
 )
-ABI_VERSION = 2
+ABI_VERSION = 3
 _HEADS = {"categorical": 0, "mol": 1}
 
 
@@ -69,12 +80,16 @@ class _Library:
         lib.wg_draw.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_double, ctypes.c_void_p,
                                 ctypes.c_void_p]
+        lib.wg_has_bf16.restype = ctypes.c_int
+        lib.wg_has_bf16.argtypes = []
         lib.wg_vector_math.restype = None
         lib.wg_vector_math.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64]
         self.lib = lib
         self.path = Path(lib._name)
         self.vector_width = lib.wg_vector_width()
+        #: Whether this build has the bf16 mode (AVX-512 BF16 dot products).
+        self.has_bf16 = bool(lib.wg_has_bf16())
 
 
 _libraries: dict[int, _Library] = {}
@@ -101,7 +116,8 @@ class _Model(ctypes.Structure):
     """Mirror of ``wg_model`` in wavenet_step.c."""
 
     _fields_ = [(name, ctypes.c_int64) for name in
-                ("layers", "R", "G", "S", "P", "k", "C", "head", "mixtures", "bins")] + \
+                ("layers", "R", "G", "S", "P", "k", "C", "head", "mixtures", "bins",
+                 "bf16")] + \
                [("log_scale_min", ctypes.c_double)] + \
                [(name, ctypes.c_void_p) for name in
                 ("dilation", "ring_len", "ring_off", "conv_w", "conv_b", "res_w", "res_b",
@@ -117,6 +133,27 @@ def _pack(w: torch.Tensor, vl: int) -> torch.Tensor:
     return padded.view(nvec, vl, nin).transpose(1, 2).contiguous()
 
 
+def _pack_bf16(w: torch.Tensor, segments: list[int], vl: int) -> torch.Tensor:
+    """``[out, in]`` -> bf16 pairs ``[ceil(out / vl), in2, vl, 2]`` (as int16): the input
+    columns split into ``segments`` (their lengths), each padded to an even length with a
+    zero column, rounded to bfloat16 (nearest even); lane ``o`` of pair ``i`` holds
+    ``(W[o, 2i], W[o, 2i + 1])`` of the padded matrix."""
+    if sum(segments) != w.shape[1]:
+        raise ValueError(f"segments {segments} do not cover {w.shape[1]} input columns")
+    pieces = []
+    for piece in torch.split(w, segments, dim=1):
+        pieces.append(piece)
+        if piece.shape[1] % 2:
+            pieces.append(w.new_zeros(w.shape[0], 1))
+    even = torch.cat(pieces, 1)
+    nout, nin = even.shape
+    nvec = -(-nout // vl)
+    padded = even.new_zeros(nvec * vl, nin)
+    padded[:nout] = even
+    pairs = padded.to(torch.bfloat16).view(torch.int16).view(nvec, vl, nin // 2, 2)
+    return pairs.transpose(1, 2).contiguous()
+
+
 def _pad(b: torch.Tensor, vl: int) -> torch.Tensor:
     out = b.new_zeros(-(-b.numel() // vl) * vl)
     out[:b.numel()] = b
@@ -124,9 +161,10 @@ def _pad(b: torch.Tensor, vl: int) -> torch.Tensor:
 
 
 class PackedWeights:
-    """A model's weights in the kernel's layout (see wavenet_step.c)."""
+    """A model's weights in the kernel's layout (see wavenet_step.c): float32, or bf16 pairs
+    with ``bf16=True``."""
 
-    def __init__(self, model, vl: int):
+    def __init__(self, model, vl: int, bf16: bool = False):
         w = WaveNetWeights.from_model(model, torch.float32)
         c = model.config
         self.R, self.G, self.S = c.residual_channels, c.gate_channels, c.skip_channels
@@ -138,20 +176,26 @@ class PackedWeights:
         # projection [2G, C] as more input columns: the kernel projects the upsampled
         # features per step inside the conv instead of reading L * 2G projected channels.
         self.C = c.local_channels if c.has_local else 0
+        self.bf16 = bf16
+
+        def pack(matrix, segments):
+            return _pack_bf16(matrix, segments, vl) if bf16 else _pack(matrix, vl)
+
         local = model.local_projection.weight.detach().float()[..., 0] if self.C else None
+        conv_segments = [self.R] * self.k + ([self.C] if self.C else [])
         self.conv_w = []
         for layer, cw in enumerate(w.conv_w):
             matrix = cw.permute(1, 0, 2).reshape(2 * self.G, self.k * self.R)
             if local is not None:
                 matrix = torch.cat([matrix, local[layer * 2 * self.G:(layer + 1) * 2 * self.G]], 1)
-            self.conv_w.append(_pack(matrix, vl))
+            self.conv_w.append(pack(matrix, conv_segments))
         self.conv_b = [_pad(b, vl) for b in w.conv_b]
-        self.res_w = [None if r is None else _pack(r, vl) for r in w.res_w]
+        self.res_w = [None if r is None else pack(r, [self.G]) for r in w.res_w]
         self.res_b = [None if r is None else _pad(r, vl) for r in w.res_b]
-        self.skip_w = [_pack(s, vl) for s in w.skip_w]
+        self.skip_w = [pack(s, [self.G]) for s in w.skip_w]
         self.skip_b = [_pad(s, vl) for s in w.skip_b]
-        self.out1_w, self.out1_b = _pack(w.out1_w, vl), _pad(w.out1_b, vl)
-        self.out2_w, self.out2_b = _pack(w.out2_w, vl), _pad(w.out2_b, vl)
+        self.out1_w, self.out1_b = pack(w.out1_w, [self.S]), _pad(w.out1_b, vl)
+        self.out2_w, self.out2_b = pack(w.out2_w, [self.S]), _pad(w.out2_b, vl)
         self.pointer_arrays = {
             name: (ctypes.c_void_p * len(tensors))(
                 *[None if t is None else t.data_ptr() for t in tensors])
@@ -163,14 +207,15 @@ class PackedWeights:
 _packs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def packed_weights(model, vl: int) -> PackedWeights:
-    """The model's packed weights, cached until a parameter changes (in place or replaced)."""
+def packed_weights(model, vl: int, bf16: bool = False) -> PackedWeights:
+    """The model's packed weights, cached (per precision) until a parameter changes (in
+    place or replaced)."""
     key = (vl, tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters()))
-    cached = _packs.get(model)
+    cached = _packs.setdefault(model, {}).get(bf16)
     if cached is not None and cached[0] == key:
         return cached[1]
-    packed = PackedWeights(model, vl)
-    _packs[model] = (key, packed)
+    packed = PackedWeights(model, vl, bf16)
+    _packs[model][bf16] = (key, packed)
     return packed
 
 
@@ -183,17 +228,25 @@ class CPUSession(WaveNetSession):
     """Ring buffers of every layer for ``batch`` items, advanced by the C step.
 
     ``threads`` (default ``torch.get_num_threads()``) bounds the threads a call uses; each
-    runs its own share of the batch, so a batch of one runs on one thread.
+    runs its own share of the batch, so a batch of one runs on one thread. ``bf16``: the
+    bf16 mode (see the module docstring; :class:`CPUBF16Session`).
     """
+
+    #: Whether sessions of this class run the bf16 mode.
+    bf16 = False
 
     def __init__(self, model, batch, length, local, global_cond, prompt,
                  threads: int | None = None):
         super().__init__(model, batch, length, local, global_cond, prompt)
         self.library = load_library()
+        if self.bf16 and not self.library.has_bf16:
+            raise KernelUnavailableError(
+                f"the cpu kernel at {self.library.path} was built without AVX-512 BF16 "
+                "(the compiler does not target it)")
         self.threads = threads or torch.get_num_threads()
         vl = self.library.vector_width
         self.kind = head_kind(model)
-        self.weights = w = packed_weights(model, vl)
+        self.weights = w = packed_weights(model, vl, self.bf16)
         self.stream = ConditioningStream(model, batch, length, local, global_cond)
         lengths = [(w.k - 1) * d + 1 for d in w.dilations]
         offsets, total = [], 0
@@ -223,7 +276,7 @@ class CPUSession(WaveNetSession):
             self.stream.global_bias.detach().to(torch.float32).contiguous()
         self._model = _Model(
             layers=len(lengths), R=w.R, G=w.G, S=w.S, P=w.P, k=w.k, C=w.C,
-            head=_HEADS[self.kind],
+            head=_HEADS[self.kind], bf16=int(self.bf16),
             mixtures=getattr(head, "num_mixtures", 0), bins=getattr(head, "bins", 0),
             log_scale_min=float(getattr(head, "log_scale_min", 0.0)),
             dilation=self._dilation.data_ptr(), ring_len=self._ring_len.data_ptr(),
@@ -326,5 +379,28 @@ class CPUBackend(Backend):
         return None
 
 
-__all__ = ["CPUBackend", "CPUSession", "PackedWeights", "cache_dir", "find_compiler",
+class CPUBF16Session(CPUSession):
+    """A :class:`CPUSession` in the bf16 mode (bf16 weights and matrix inputs, float32
+    accumulation by AVX-512 BF16 dot products)."""
+
+    bf16 = True
+
+
+class CPUBF16Backend(CPUBackend):
+    """``cpu-bf16``: the cpu kernel with bf16 matrices; named explicitly, never by ``auto``."""
+
+    name = "cpu-bf16"
+    priority: dict[str, int] = {}
+    session_class = CPUBF16Session
+
+    def unavailable(self, device):
+        reason = super().unavailable(device)
+        if reason is not None:
+            return reason
+        if "avx512_bf16" not in cpu_flags():
+            return "this CPU has no AVX-512 BF16 instructions (avx512_bf16 in /proc/cpuinfo)"
+        return None
+
+
+__all__ = ["CPUBF16Backend", "CPUBF16Session", "CPUBackend", "CPUSession", "PackedWeights", "cache_dir", "find_compiler",
            "load_library", "packed_weights"]

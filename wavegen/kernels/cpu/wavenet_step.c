@@ -21,7 +21,16 @@
  *   global_bias    [B][L * 2G]: projected global conditioning, or NULL.
  *   uniforms       [B][n][U] or NULL (no draw: one step that only writes params).
  *
- * Numerics: all matrix products accumulate in float32 with FMA; tanh, sigmoid and exp are
+ * bf16 mode (wg_model.bf16, only where the compiler targets AVX-512 BF16: wg_has_bf16()):
+ *   every matrix is packed as bf16 pairs, [ceil(nout / VL)][nin2][VL] of uint32 where lane o
+ *   of pair i holds (W[o][2i], W[o][2i + 1]) (low half first) and nin2 counts the pairs of
+ *   all segments, each segment padded to an even length with a zero column. A product
+ *   first rounds its input segments to bf16 (round to nearest even) into one pair buffer
+ *   per item, then accumulates in float32 with VDPBF16PS (32 products per instruction, half
+ *   the weight bytes of float32). Biases, the residual stream and everything after the
+ *   products stay float32.
+ *
+ * Numerics: all float32 matrix products accumulate in float32 with FMA; tanh, sigmoid and exp are
  * vectorised here (relative error ~1e-7). The draw reproduces wavegen's reference rules
  * (wavegen/nn/distributions.py): this file is compiled with -ffp-contract=off, so a * b + c
  * is never fused unless written as vfma() (the grid snapping and the continuous input
@@ -46,6 +55,12 @@
 #define VL 8
 #else
 #define VL 4
+#endif
+
+#if defined(__AVX512BF16__) && VL == 16
+#define HAVE_BF16 1
+#else
+#define HAVE_BF16 0
 #endif
 
 typedef float vf __attribute__((vector_size(VL * 4)));
@@ -165,7 +180,7 @@ typedef struct {
 #define MAXSEG 66
 
 typedef struct {
-    const float *w;      /* packed [nvec][nin][VL] */
+    const void *w;       /* packed [nvec][nin][VL] float, or [nvec][nin2][VL] bf16 pairs */
     int nin, nout;
     int nseg;            /* nin = sum of the segments' lengths */
     const segment *segs;
@@ -174,6 +189,11 @@ typedef struct {
     ptrdiff_t init_stride;
     float *out;          /* item 0's output [nout]; items out_stride apart */
     ptrdiff_t out_stride;
+    /* bf16 mode only, filled in by matmul_bf16: item 0's input as bf16 pairs [nin2],
+     * items xh_stride pairs apart. */
+    const uint32_t *xh;
+    ptrdiff_t xh_stride;
+    int nin2;
 } mm_args;
 
 /*
@@ -196,7 +216,7 @@ typedef struct {
                 acc[b * NV + v] = a->init                                                    \
                     ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;  \
         }                                                                                    \
-        const float *w = a->w + (size_t)v0 * vstride;                                        \
+        const float *w = (const float *)a->w + (size_t)v0 * vstride;                         \
         for (int s = 0; s < a->nseg; s++) {                                                  \
             const float *x = a->segs[s].x;                                                   \
             const ptrdiff_t xstride = a->segs[s].stride;                                     \
@@ -254,8 +274,65 @@ T4(1) T4(2) T3(3) T2(4)
 static const tile_fn tiles[NBMAX][8] = {{R4(1)}, {R4(2)}, {R3(3)}, {R2(4)}};
 #endif
 
-/* out[b] = bias + init[b] + W x[b] for nb items, output vectors [vbeg, vend). */
-static void matmul_range(const mm_args *a, int nb, int vbeg, int vend)
+#if HAVE_BF16
+/*
+ * The bf16 tile: as TILE_FN, reading the input as bf16 pairs (a->xh) and the weights as
+ * bf16 pairs, one VDPBF16PS per weight vector and item: acc += W[o][2i] x[2i] +
+ * W[o][2i+1] x[2i+1] (the products of two bf16 numbers are exact in float32).
+ */
+#define TILE_BF16_FN(NV, NB)                                                                 \
+    static void tileh_##NV##_##NB(const mm_args *a, int v0)                                  \
+    {                                                                                        \
+        vf acc[NV * NB];                                                                     \
+        const size_t vstride = (size_t)a->nin2 * VL;                                         \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
+        {                                                                                    \
+            int o = (v0 + v) * VL;                                                           \
+            vf bias = vload(a->bias + o);                                                    \
+            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
+                acc[b * NV + v] = a->init                                                    \
+                    ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;  \
+        }                                                                                    \
+        const uint32_t *w = (const uint32_t *)a->w + (size_t)v0 * vstride;                   \
+        const uint32_t *x = a->xh;                                                           \
+        const ptrdiff_t xstride = a->xh_stride;                                              \
+        for (int i = 0; i < a->nin2; i++, w += VL) {                                         \
+            __m512bh wv[NV];                                                                 \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                wv[v] = (__m512bh)_mm512_loadu_si512((const void *)(w + v * vstride));       \
+            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
+            {                                                                                \
+                __m512bh xv = (__m512bh)_mm512_set1_epi32((int)x[b * xstride + i]);          \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                         \
+                    acc[b * NV + v] = (vf)_mm512_dpbf16_ps((__m512)acc[b * NV + v], wv[v], xv); \
+            }                                                                                \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
+        {                                                                                    \
+            int o = (v0 + v) * VL;                                                           \
+            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
+                vstore_n(a->out + b * a->out_stride + o, acc[b * NV + v], a->nout - o);      \
+        }                                                                                    \
+    }
+#define H3(NB) TILE_BF16_FN(1, NB) TILE_BF16_FN(2, NB) TILE_BF16_FN(3, NB)
+#define H4(NB) H3(NB) TILE_BF16_FN(4, NB)
+#define H5(NB) H4(NB) TILE_BF16_FN(5, NB)
+#define H6(NB) H5(NB) TILE_BF16_FN(6, NB)
+#define H8(NB) H6(NB) TILE_BF16_FN(7, NB) TILE_BF16_FN(8, NB)
+H8(1) H6(2) H6(3) H5(4) H4(5) H3(6) H3(7) H3(8)
+#define Q3(NB) tileh_1_##NB, tileh_2_##NB, tileh_3_##NB
+#define Q4(NB) Q3(NB), tileh_4_##NB
+#define Q5(NB) Q4(NB), tileh_5_##NB
+#define Q6(NB) Q5(NB), tileh_6_##NB
+#define Q8(NB) Q6(NB), tileh_7_##NB, tileh_8_##NB
+static const tile_fn tiles_bf16[NBMAX][8] = {{Q8(1)}, {Q6(2)}, {Q6(3)}, {Q5(4)},
+                                             {Q4(5)}, {Q3(6)}, {Q3(7)}, {Q3(8)}};
+#endif
+
+/* out[b] = bias + init[b] + W x[b] for nb items, output vectors [vbeg, vend), by the
+ * tiles of ``table`` (float32 or bf16). */
+static void matmul_range(const mm_args *a, int nb, int vbeg, int vend,
+                         const tile_fn (*table)[8])
 {
     int blocks = (nb + NBMAX - 1) / NBMAX;
     int b0 = 0;
@@ -271,11 +348,13 @@ static void matmul_range(const mm_args *a, int nb, int vbeg, int vend)
         if (s.init)
             s.init += b0 * a->init_stride;
         s.out += b0 * a->out_stride;
+        if (s.xh)
+            s.xh += b0 * a->xh_stride;
         /* As few tiles as the register file allows, of near-equal widths. */
         int ntiles = (vend - vbeg + nv_for_nb[bb] - 1) / nv_for_nb[bb];
         for (int tile = 0, v0 = vbeg; tile < ntiles; tile++) {
             int nv = (vend - v0) / (ntiles - tile);
-            tiles[bb - 1][nv - 1](&s, v0);
+            table[bb - 1][nv - 1](&s, v0);
             v0 += nv;
         }
         b0 += bb;
@@ -284,7 +363,61 @@ static void matmul_range(const mm_args *a, int nb, int vbeg, int vend)
 
 static void matmul(const mm_args *a, int nb)
 {
-    matmul_range(a, nb, 0, (a->nout + VL - 1) / VL);
+    matmul_range(a, nb, 0, (a->nout + VL - 1) / VL, tiles);
+}
+
+/* Pairs of bf16 numbers a segment list packs into: each segment rounded up to even. */
+static int bf16_pairs(const segment *segs, int nseg)
+{
+    int n = 0;
+    for (int s = 0; s < nseg; s++)
+        n += (segs[s].len + 1) / 2;
+    return n;
+}
+
+#if HAVE_BF16
+/* The bf16 product: rounds each item's input segments into pairs at xh ([nb][nin2]),
+ * then runs the bf16 tiles over them. */
+static void matmul_bf16(const mm_args *a, int nb, uint32_t *xh)
+{
+    const int nin2 = bf16_pairs(a->segs, a->nseg);
+    for (int b = 0; b < nb; b++) {
+        uint16_t *dst = (uint16_t *)(xh + (size_t)b * nin2);
+        for (int s = 0; s < a->nseg; s++) {
+            const float *x = a->segs[s].x + b * a->segs[s].stride;
+            const int len = a->segs[s].len;
+            for (int i = 0; i < len; i += VL) {  /* VCVTNEPS2BF16: nearest even */
+                __m256bh h = _mm512_cvtneps_pbh((__m512)vload_n(x + i, len - i));
+                if (len - i >= VL)
+                    _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
+                else
+                    memcpy(dst + i, &h, (size_t)(len - i) * 2);
+            }
+            if (len & 1)
+                dst[len] = 0;
+            dst += len + (len & 1);
+        }
+    }
+    mm_args s = *a;
+    s.xh = xh;
+    s.xh_stride = nin2;
+    s.nin2 = nin2;
+    matmul_range(&s, nb, 0, (a->nout + VL - 1) / VL, tiles_bf16);
+}
+#endif
+
+/* The product in the model's precision; xh: bf16 scratch of the running thread. */
+static void matmul_model(const mm_args *a, int nb, int bf16, uint32_t *xh)
+{
+#if HAVE_BF16
+    if (bf16) {
+        matmul_bf16(a, nb, xh);
+        return;
+    }
+#endif
+    (void)bf16;
+    (void)xh;
+    matmul(a, nb);
 }
 
 /* ------------------------------------------------------------------ model */
@@ -298,6 +431,7 @@ typedef struct {
     int64_t head;          /* HEAD_CATEGORICAL or HEAD_MOL */
     int64_t mixtures;      /* MoL components M (P = 3M) */
     int64_t bins;          /* MoL grid levels */
+    int64_t bf16;          /* 1: the matrices are bf16 pairs (see the top of this file) */
     double log_scale_min;
     const int64_t *dilation;   /* [layers] */
     const int64_t *ring_len;   /* [layers] */
@@ -315,7 +449,11 @@ typedef struct {
 
 int wg_vector_width(void) { return VL; }
 
-int wg_abi_version(void) { return 2; }
+int wg_abi_version(void) { return 3; }
+
+/* 1 when this build has the bf16 mode (the compiler targets AVX-512 BF16: -march=native on
+ * a CPU that has it). */
+int wg_has_bf16(void) { return HAVE_BF16; }
 
 static size_t rup(size_t n) { return (n + VL - 1) / VL * VL; }
 
@@ -502,9 +640,17 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
     size_t floats = nb * (G2p + Gp + 2 * Sp + Pp) + Pp + 4 * VL;
     float *scratch = (float *)calloc(floats, sizeof(float));
     int64_t *pos = (int64_t *)malloc(L * sizeof(int64_t));
-    if (!scratch || !pos) {
+    /* bf16 inputs of a product: the widest input is the conv's (k taps + the local
+     * features), the skip / residual's (G) or the output stack's (S). */
+    const int bf16 = (int)m->bf16;
+    size_t widest = (size_t)k * ((R + 1) / 2) + (C + 1) / 2;
+    widest = widest > (size_t)(G + 1) / 2 ? widest : (size_t)(G + 1) / 2;
+    widest = widest > (size_t)(S + 1) / 2 ? widest : (size_t)(S + 1) / 2;
+    uint32_t *xh = bf16 ? (uint32_t *)malloc(nb * widest * sizeof(uint32_t)) : NULL;
+    if (!scratch || !pos || (bf16 && !xh)) {
         free(scratch);
         free(pos);
+        free(xh);
         return 1;
     }
     float *h = scratch, *z = h + nb * G2p, *skip = z + nb * Gp, *h1 = skip + nb * Sp;
@@ -537,7 +683,7 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
             mm_args conv = {m->conv_w[l], k * R + C, 2 * G, k + (C > 0), segs, m->conv_b[l],
                             global_bias ? global_bias + b0 * gw + (ptrdiff_t)l * 2 * G : NULL,
                             gw, h, (ptrdiff_t)G2p};
-            matmul(&conv, nb);
+            matmul_model(&conv, nb, bf16, xh);
             for (int b = 0; b < nb; b++) {
                 float *hb = h + b * G2p, *zb = z + b * Gp;
                 for (int g = 0; g < G; g += VL) {
@@ -551,11 +697,11 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
                 mm_args res = {m->res_w[l], G, R, 1, zs, m->res_b[l],
                                RING(l, b0, cur), (ptrdiff_t)len * R,
                                RING(l + 1, b0, pos[l + 1]), (ptrdiff_t)m->ring_len[l + 1] * R};
-                matmul(&res, nb);
+                matmul_model(&res, nb, bf16, xh);
             }
             mm_args sk = {m->skip_w[l], G, S, 1, zs, m->skip_b[l],
                           l == 0 ? NULL : skip, (ptrdiff_t)Sp, skip, (ptrdiff_t)Sp};
-            matmul(&sk, nb);
+            matmul_model(&sk, nb, bf16, xh);
             pos[l] = cur + 1 == len ? 0 : cur + 1;
         }
         /* Output stack: params = out2(relu(out1(relu(skip)))). */
@@ -564,13 +710,13 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
         const segment ss[1] = {{skip, (ptrdiff_t)Sp, S}};
         mm_args o1 = {m->out1_w, S, S, 1, ss, m->out1_b, NULL, 0, h1,
                       (ptrdiff_t)Sp};
-        matmul(&o1, nb);
+        matmul_model(&o1, nb, bf16, xh);
         for (size_t i = 0; i < nb * Sp; i += VL)
             vstore(h1 + i, vmax(vload(h1 + i), vsplat(0.0f)));
         const segment hs[1] = {{h1, (ptrdiff_t)Sp, S}};
         mm_args o2 = {m->out2_w, S, P, 1, hs, m->out2_b, NULL, 0, params,
                       (ptrdiff_t)Pp};
-        matmul(&o2, nb);
+        matmul_model(&o2, nb, bf16, xh);
 
         for (int b = 0; b < nb; b++) {
             const int64_t item = b0 + b;
@@ -597,6 +743,7 @@ static int run_items(const wg_model *m, float *ring, const int64_t *pos0, int64_
 #undef RING
     free(scratch);
     free(pos);
+    free(xh);
     return 0;
 }
 
@@ -615,7 +762,7 @@ int wg_run(const wg_model *m, float *ring, int64_t *pos, int64_t batch, int64_t 
            float *values_out, float *params_out, double *diag_out, int64_t threads)
 {
     if (batch < 1 || n < 1 || m->k < 1 || m->k > MAXSEG - 1 || (!uniforms && n != 1)
-        || (m->C > 0 && !local))
+        || (m->C > 0 && !local) || (m->bf16 && !HAVE_BF16))
         return 2;
     if (threads < 1)
         threads = 1;
