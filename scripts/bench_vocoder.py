@@ -16,9 +16,21 @@ vocoding of 60 s, and chunked vocoding of 10 minutes (not for WaveGlow unless
 to a sink that drops it (as `wavegen vocode` streams it into the output file), so flat
 memory means the 10-minute peak equals the 60-second one.
 
+Against the official code (``--official``): HiFi-GAN V1 and V3 beside a plain PyTorch
+generator laid out as jik876/hifi-gan's ``Generator.forward`` runs after
+``remove_weight_norm`` (:class:`OfficialHiFiGAN`, our own code over the same folded
+weights: conv modules called on ``[B, C, T]``, a leaky ReLU before every conv, the MRF
+blocks summed then divided). Both vocode the same ``--seconds`` of mel in one pass and in
+the default chunks, alternating, median of ``--repeats``; the table gives seconds, the
+ratio official / wavegen (> 1: wavegen faster) and the largest output difference; on a CPU
+with AVX-512 BF16 also wavegen under bf16 autocast (``wavegen vocode --bf16``: not exact).
+``--contention N`` repeats the table with N busy processes competing for the cores
+(scripts/contention.py) and prints loaded / quiet speed.
+
 Usage: python scripts/bench_vocoder.py [--threads 2] [--seconds 10] [--repeats 3]
        [--models melgan hifigan-v1 hifigan-v3 waveglow waveglow-tiny] [--no-memory]
        [--long-flow]
+       python scripts/bench_vocoder.py --official [--contention 1] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -33,12 +45,14 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from wavegen.audio.features import PRESETS
 from wavegen.inference.chunked_noise import render_chunked
 from wavegen.models.hifigan import HiFiGANConfig, HiFiGANGenerator
 from wavegen.models.melgan import MelGANConfig, MelGANGenerator
 from wavegen.models.waveglow import WaveGlow, WaveGlowConfig
+from wavegen.native import cpu_flags
 from wavegen.nn.weight_norm import fold_weight_norm
 from wavegen.vocoder import CHUNK_FRAMES, OVERLAP_FRAMES, Vocoder
 
@@ -107,6 +121,105 @@ def flow_joins(seconds: float = 6.0) -> None:
           f"{diff.pow(2).mean().sqrt():.2e} vs output RMS {whole.pow(2).mean().sqrt():.2e}")
 
 
+class OfficialHiFiGAN(torch.nn.Module):
+    """HiFi-GAN's generator as the official code runs it (jik876/hifi-gan ``models.py``,
+    after ``remove_weight_norm``), written here over a wavegen generator's folded modules:
+    ``[B, C, T]`` activations, every conv called as a module, a fresh leaky ReLU before
+    each conv, the MRF outputs summed out of place and divided."""
+
+    def __init__(self, generator: HiFiGANGenerator):
+        super().__init__()
+        self.g = fold_weight_norm(generator).eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.g
+        x = g.conv_pre(x)
+        for i, up in enumerate(g.ups):
+            x = F.leaky_relu(x, 0.1)
+            x = up(x)
+            xs = None
+            for j in range(g.num_kernels):
+                y = self._resblock(g.resblocks[i * g.num_kernels + j], x)
+                xs = y if xs is None else xs + y
+            x = xs / g.num_kernels
+        x = F.leaky_relu(x)
+        x = g.conv_post(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    def _resblock(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(block, "convs1"):  # ResBlock1
+            for c1, c2 in zip(block.convs1, block.convs2):
+                xt = F.leaky_relu(x, 0.1)
+                xt = c1(xt)
+                xt = F.leaky_relu(xt, 0.1)
+                xt = c2(xt)
+                x = xt + x
+            return x
+        for c in block.convs:  # ResBlock2
+            xt = F.leaky_relu(x, 0.1)
+            xt = c(xt)
+            x = xt + x
+        return x
+
+
+def official_comparison(names, seconds: float, repeats: int, bf16: bool) -> dict:
+    """name -> seconds of the official layout and of wavegen (and of wavegen under bf16
+    autocast with ``bf16``), one pass and chunked, and the largest output difference
+    (the same weights)."""
+    mel = mel_for(seconds)
+    out = {}
+    for name in names:
+        ours = Vocoder(build(name), FEATURES)
+        official = Vocoder(OfficialHiFiGAN(build(name)), FEATURES)
+        with torch.inference_mode():
+            diff = float((ours.generator(mel) - official.generator(mel)).abs().max())
+        runs = {"official": official, "wavegen": ours}
+        if bf16:
+            runs["wavegen bf16"] = Vocoder(build(name), FEATURES, bf16=True)
+        times = {(who, mode): [] for who in runs for mode in ("one pass", "chunked")}
+        for vocoder in runs.values():  # warm-up
+            vocoder(mel[..., :64])
+        for _ in range(repeats):
+            for who, vocoder in runs.items():
+                with torch.inference_mode(), vocoder._autocast():
+                    start = time.perf_counter()
+                    vocoder.generator(mel)
+                    times[who, "one pass"].append(time.perf_counter() - start)
+                times[who, "chunked"].append(vocoder(mel, sink=lambda piece: None).seconds)
+        out[name] = {key: statistics.median(value) for key, value in times.items()}
+        out[name]["diff"] = diff
+    return out
+
+
+def print_official(table: dict, seconds: float, quiet: dict | None = None) -> None:
+    bf16 = any(key[0] == "wavegen bf16" for row in table.values() for key in row
+               if isinstance(key, tuple))
+    head = "| model | mode | official s | wavegen s | official / wavegen |"
+    rule = "| --- | --- | --- | --- | --- |"
+    if bf16:
+        head += " wavegen bf16 s | official / bf16 |"
+        rule += " --- | --- |"
+    if quiet is not None:
+        head += " official loaded / quiet | wavegen loaded / quiet |"
+        rule += " --- | --- |"
+    print(head)
+    print(rule)
+    for name, row in table.items():
+        for mode in ("one pass", "chunked"):
+            o, w = row["official", mode], row["wavegen", mode]
+            line = f"| {name} | {mode} | {o:.3f} | {w:.3f} | {o / w:.2f}x |"
+            if bf16:
+                b = row["wavegen bf16", mode]
+                line += f" {b:.3f} | {o / b:.2f}x |"
+            if quiet is not None:
+                q = quiet[name]
+                line += f" {q['official', mode] / o:.2f} | {q['wavegen', mode] / w:.2f} |"
+            print(line)
+    diffs = ", ".join(f"{name} {row['diff']:.1e}" for name, row in table.items())
+    print(f"{seconds:g} s of mel; max |wavegen - official| over one pass: {diffs}")
+
+
 def make_vocoder(name: str, device: str = "cpu", bf16: bool = False):
     if name in FLOWS:
         return FlowVocoder(build(name), device, bf16)
@@ -168,6 +281,11 @@ def main() -> None:
                         help="only measure WaveGlow's chunked-vs-one-pass difference")
     parser.add_argument("--long-flow", action="store_true",
                         help="also measure WaveGlow's 10-minute chunked memory (slow on a CPU)")
+    parser.add_argument("--official", action="store_true",
+                        help="only compare HiFi-GAN V1 / V3 with the official code's layout")
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="with --official: also time it with N busy processes competing "
+                             "for the cores (scripts/contention.py)")
     parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "SECONDS", "MODE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,6 +300,20 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} thread(s); "
           f"{time.strftime('%Y-%m-%d')}")
+    if args.official:
+        names = ("hifigan-v1", "hifigan-v3")
+        bf16 = "avx512_bf16" in cpu_flags()  # bf16 autocast only pays with the instructions
+        quiet = official_comparison(names, args.seconds, args.repeats, bf16)
+        print("quiet machine")
+        print_official(quiet, args.seconds)
+        if args.contention:
+            from contention import competing_load
+
+            with competing_load(args.contention):
+                loaded = official_comparison(names, args.seconds, args.repeats, False)
+            print(f"under load: {args.contention} busy process(es) competing")
+            print_official(loaded, args.seconds, quiet)
+        return
     gpu = torch.cuda.is_available()
     header = f"{'model':<12} {'params':>8} {'CPU RTF':>9}"
     if gpu:

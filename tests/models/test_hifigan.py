@@ -126,6 +126,29 @@ def test_folding_weight_norm_keeps_outputs():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("resblock", ["1", "2"])
+def test_cpu_inference_runs_channels_last_with_the_same_outputs(resblock):
+    """Folded, eval, no autograd on the CPU: channels-last convolutions, in-place
+    activations and sums (wavegen.nn.conv_layout); the numbers of the plain path. The
+    second stage's odd kernel - rate trims a sample, in the channels-last layout too."""
+    from wavegen.nn.conv_layout import ChannelsLast, inference_layout
+
+    torch.manual_seed(0)
+    dilations = ((1, 3, 5), (1, 3, 5)) if resblock == "1" else ((1, 3), (1, 3))
+    model = HiFiGANGenerator(tiny(upsample_rates=(4, 3), upsample_kernel_sizes=(8, 4),
+                                  hop_length=12, resblock=resblock,
+                                  resblock_dilation_sizes=dilations)).inference()
+    mel = torch.randn(2, 8, 9)
+    with torch.enable_grad():
+        plain = model(mel)  # autograd on: the plain layout
+    with torch.no_grad():
+        assert isinstance(inference_layout(model, mel, model._channels_last), ChannelsLast)
+        fast = model(mel)
+    assert fast.shape == (2, 1, 9 * 12) and fast.is_contiguous()
+    assert plain.abs().max() > 0.05  # not a comparison of near-zero outputs
+    torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_generator_refuses_wrong_mel_shape():
     model = HiFiGANGenerator(tiny())
     with pytest.raises(UsageError, match=r"\[batch, 8, frames\]"):

@@ -70,6 +70,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from wavegen.errors import ConfigError, UsageError
 from wavegen.models.size import (SizeEstimate, check_arguments_size, check_config_size, conv,
                                  layer)
+from wavegen.nn.conv_layout import PLAIN, ChannelsLast, PlainLayout, inference_layout
 from wavegen.nn.adversarial import DiscriminatorOutput, DiscriminatorSet, Pair, run_real_fake
 from wavegen.nn.upsample import prime_factors
 from wavegen.nn.weight_norm import fold_weight_norm, weight_norm
@@ -280,11 +281,19 @@ class ResBlock1(nn.Module):
         self.convs1 = nn.ModuleList([_conv(channels, channels, kernel_size, d) for d in dilation])
         self.convs2 = nn.ModuleList([_conv(channels, channels, kernel_size, 1) for _ in dilation])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T] -> [B, C, T]``."""
-        for c1, c2 in zip(self.convs1, self.convs2):
-            xt = c1(F.leaky_relu(x, LRELU_SLOPE))
-            x = x + c2(F.leaky_relu(xt, LRELU_SLOPE))
+    def forward(self, x: torch.Tensor, layout: PlainLayout = PLAIN,
+                activated: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, T] -> [B, C, T]`` (or ``[B, C, 1, T]`` in a channels-last ``layout``).
+
+        ``activated``: ``leaky_relu(x)`` when the caller has it (the MRF blocks of a stage
+        share their input). An in-place ``layout`` activates and sums in place.
+        """
+        inplace = layout.inplace
+        for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2)):
+            a = activated if i == 0 and activated is not None else F.leaky_relu(x, LRELU_SLOPE)
+            xt = F.leaky_relu(layout.conv(c1, a), LRELU_SLOPE, inplace=inplace)
+            y = layout.conv(c2, xt)
+            x = y.add_(x) if inplace else x + y
         return x
 
 
@@ -295,10 +304,14 @@ class ResBlock2(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList([_conv(channels, channels, kernel_size, d) for d in dilation])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T] -> [B, C, T]``."""
-        for c in self.convs:
-            x = x + c(F.leaky_relu(x, LRELU_SLOPE))
+    def forward(self, x: torch.Tensor, layout: PlainLayout = PLAIN,
+                activated: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, T] -> [B, C, T]`` (or ``[B, C, 1, T]`` in a channels-last ``layout``);
+        ``activated`` and in-place layouts as in :meth:`ResBlock1.forward`."""
+        for i, c in enumerate(self.convs):
+            a = activated if i == 0 and activated is not None else F.leaky_relu(x, LRELU_SLOPE)
+            y = layout.conv(c, a)
+            x = y.add_(x) if layout.inplace else x + y
         return x
 
 
@@ -322,6 +335,7 @@ class HiFiGANGenerator(nn.Module):
             for rk, dil in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
                 self.resblocks.append(block(cout, rk, dil))
         self.conv_post = _conv(config.stage_channels(self.num_upsamples - 1), 1, 7)
+        self._channels_last = ChannelsLast()
 
     @property
     def hop_length(self) -> int:
@@ -336,18 +350,25 @@ class HiFiGANGenerator(nn.Module):
         if mel.dim() != 3 or mel.shape[1] != self.config.num_mels:
             raise UsageError(f"HiFi-GAN expects mels shaped [batch, {self.config.num_mels}, "
                              f"frames], got {list(mel.shape)}")
-        x = self.conv_pre(mel)
+        # Inference on the CPU runs channels-last (wavegen.nn.conv_layout): the same sums.
+        # Inference on the CPU runs channels-last, activating in place
+        # (wavegen.nn.conv_layout): the same sums.
+        layout = inference_layout(self, mel, self._channels_last)
+        inplace = layout.inplace
+        x = layout.conv(self.conv_pre, layout.enter(mel))
         for i, (up, rate) in enumerate(zip(self.ups, self.config.upsample_rates)):
             length = x.shape[-1] * rate
             # k - u odd: the official padding leaves one extra sample at the end.
-            x = up(F.leaky_relu(x, LRELU_SLOPE))[..., :length]
-            first = i * self.num_kernels
-            xs = self.resblocks[first](x)
-            for j in range(first + 1, first + self.num_kernels):
-                xs = xs + self.resblocks[j](x)
-            x = xs / self.num_kernels
-        x = self.conv_post(F.leaky_relu(x))  # slope 0.01, as in the official code
-        return torch.tanh(x)
+            x = layout.conv(up, F.leaky_relu(x, LRELU_SLOPE, inplace=inplace))[..., :length]
+            activated = F.leaky_relu(x, LRELU_SLOPE)  # every MRF block's first activation
+            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            xs = blocks[0](x, layout, activated)
+            for block in blocks[1:]:
+                xs += block(x, layout, activated)
+            x = xs.div_(self.num_kernels)
+        # Slope 0.01, as in the official code.
+        x = layout.conv(self.conv_post, F.leaky_relu(x, inplace=inplace))
+        return torch.tanh(layout.leave(x))
 
     def inference(self) -> "HiFiGANGenerator":
         """Fold weight norm into plain weights and switch to eval mode (in place; returns self).
