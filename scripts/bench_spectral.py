@@ -10,7 +10,12 @@ same number of threads. The two sides run alternately, each timed on its second
 back-to-back run (steady state); the table gives each side's median time and the median of
 the per-pair ratios (robust to a machine whose speed drifts).
 
+``--contention N`` measures everything again while N busy processes compete for the cores
+(scripts/contention.py) and adds each side's loaded / quiet speed: wavegen's CPU paths then
+run on the cores left free (wavegen.utils.threads), librosa on its one thread.
+
 Usage: python scripts/bench_spectral.py [--seconds 60] [--batch 8] [--threads 2] [--repeats 3]
+       [--contention N]
 """
 
 from __future__ import annotations
@@ -73,8 +78,42 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--gl-iters", type=int, default=32)
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also measure with N busy processes competing for the cores")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    quiet = measure(args)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"torch {torch.__version__} ({args.threads} threads), librosa {librosa.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("# quiet machine")
+    print_rows(quiet)
+    if args.contention:
+        from contention import competing_load
+
+        with competing_load(args.contention):
+            loaded = measure(args)
+        print(f"# under load: {args.contention} busy process(es) competing")
+        print_rows(loaded, quiet)
+
+
+def print_rows(rows, quiet=None) -> None:
+    extra_head = " librosa loaded / quiet | wavegen loaded / quiet |" if quiet else ""
+    print(f"| {'task':<32} | {'librosa s':>9} | {'wavegen s':>9} | {'speed-up':>8} | "
+          f"{'target':>6} | {'check':<18} |{extra_head}")
+    print(f"|{'-' * 34}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 8}|{'-' * 20}|"
+          + ("---|---|" if quiet else ""))
+    for i, (task, t_ref, t_fast, ratio, target, check) in enumerate(rows):
+        flag = "ok" if ratio >= target else "MISS"
+        extra = ""
+        if quiet:
+            extra = f" {quiet[i][1] / t_ref:.2f} | {quiet[i][2] / t_fast:.2f} |"
+        print(f"| {task:<32} | {t_ref:9.3f} | {t_fast:9.3f} | {ratio:7.1f}x | "
+              f"{target:4.0f}x {flag:>2} | {check:<18} |{extra}")
+
+
+def measure(args) -> list[tuple]:
+    """(task, librosa s, wavegen s, speed-up, target, check) per row."""
 
     config = get_preset("hifigan-22k").replace(magnitude_eps=0.0)
     n = int(args.seconds * config.sample_rate)
@@ -120,17 +159,7 @@ def main() -> None:
     gl_diff = float(np.abs(gl_ours - gl_theirs).max() / np.abs(gl_theirs).max())
     rows.append((f"Griffin-Lim {args.gl_iters} it, 1 x {args.seconds:g} s", t_gl_librosa,
                  t_gl_ours, gl_ratio, 2.0, f"rel diff {gl_diff:.1e}"))
-
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"torch {torch.__version__} ({args.threads} threads), librosa {librosa.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}")
-    print(f"| {'task':<32} | {'librosa s':>9} | {'wavegen s':>9} | {'speed-up':>8} | "
-          f"{'target':>6} | {'check':<18} |")
-    print(f"|{'-' * 34}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 8}|{'-' * 20}|")
-    for task, t_ref, t_fast, ratio, target, check in rows:
-        flag = "ok" if ratio >= target else "MISS"
-        print(f"| {task:<32} | {t_ref:9.3f} | {t_fast:9.3f} | {ratio:7.1f}x | "
-              f"{target:4.0f}x {flag:>2} | {check:<18} |")
+    return rows
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from wavegen.audio.features import FeatureConfig
 from wavegen.bias_denoiser import BiasDenoiser  # noqa: F401  (re-exported)
 from wavegen.errors import FeatureMismatchError, UsageError
 from wavegen.nn.weight_norm import fold_weight_norm
+from wavegen.utils.threads import shared_machine_threads
 
 #: Default frames per chunk and context frames on each side.
 CHUNK_FRAMES = 512
@@ -123,7 +124,8 @@ class Vocoder:
                 stop = min(start + chunk_frames, frames)
                 lo, hi = max(0, start - overlap_frames), min(frames, stop + overlap_frames)
                 piece = mel[..., lo:hi].to(self.device, torch.float32)
-                audio = self.run(piece).float()
+                with shared_machine_threads(self.device):  # fewer threads on a busy CPU
+                    audio = self.run(piece).float()
                 keep = audio[..., (start - lo) * self.hop:(stop - lo) * self.hop]
                 yield keep.clamp(-1.0, 1.0)
 

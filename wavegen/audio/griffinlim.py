@@ -22,6 +22,7 @@ from wavegen.audio.features import FeatureConfig
 from wavegen.audio.phase import stft_for, to_waveform_layout
 from wavegen.audio.spectral import decompress, mel_filterbank
 from wavegen.errors import UsageError
+from wavegen.utils.threads import shared_machine_threads
 
 __all__ = ["griffin_lim", "to_magnitude", "mel_to_linear", "mel_to_audio"]
 
@@ -92,6 +93,14 @@ def griffin_lim(magnitude: torch.Tensor, config: FeatureConfig, n_iter: int = 32
     if length is not None and config.num_frames(length) != frames:
         raise UsageError(f"length={length} gives {config.num_frames(length)} frames but the "
                          f"magnitude has {frames}")
+    with shared_machine_threads(magnitude.device):  # fewer threads on a busy CPU
+        return _griffin_lim(magnitude, config, n_iter, momentum, length, init, generator,
+                            return_convergence)
+
+
+def _griffin_lim(magnitude, config, n_iter, momentum, length, init, generator,
+                 return_convergence):
+    frames = magnitude.shape[-1]
     stft = stft_for(config)
     lead = magnitude.shape[:-2]
     target = magnitude.float().reshape(-1, config.n_freq, frames)

@@ -30,6 +30,7 @@ from torch import nn
 from wavegen.audio import mel_kernel
 from wavegen.audio.features import FeatureConfig
 from wavegen.errors import UsageError
+from wavegen.utils.threads import shared_machine_threads
 
 
 def window_tensor(config: FeatureConfig) -> torch.Tensor:
@@ -335,6 +336,10 @@ class MelSpectrogram(nn.Module):
         ``post`` (optional) is applied to each ``[n_mels, frames]`` block while it is in
         cache (LogMelSpectrogram passes its log compression).
         """
+        with shared_machine_threads():  # fewer threads on a busy CPU (wavegen.utils.threads)
+            return self._blocked(wave, post)
+
+    def _blocked(self, wave: torch.Tensor, post) -> torch.Tensor:
         c = self.config
         stft = self.spectrogram.stft
         flat, lead = _flatten_waveform(wave)

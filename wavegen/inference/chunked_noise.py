@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from wavegen.errors import UsageError
+from wavegen.utils.threads import shared_machine_threads
 
 #: Samples per independently seeded block of positional noise.
 NOISE_BLOCK = 4096
@@ -113,7 +114,8 @@ def render_chunked(render: Render, local: torch.Tensor, hop: int, seed: int, *,
         a, b = lo * hop, hi * hop
         window = local[..., lo:hi].to(device, torch.float32)
         began = time.perf_counter()
-        audio = render(window, lambda stream, a=a, b=b: noise.window(stream, a, b))
+        with shared_machine_threads(device):  # fewer threads on a busy CPU
+            audio = render(window, lambda stream, a=a, b=b: noise.window(stream, a, b))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - began

@@ -47,6 +47,7 @@ from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.kernels.base import (Backend, ConditioningStream, WaveNetSession, WaveNetWeights,
                                   head_kind, prime_layer_inputs, wavenet_support)
 from wavegen.native import CLibrary, NativeUnavailable, cache_dir, cpu_flags, find_compiler
+from wavegen.utils.threads import free_threads
 
 SOURCE = Path(__file__).with_name("wavenet_step.c")
 #: Compiler flags, tried in order (the second set for compilers without OpenMP). No
@@ -319,7 +320,7 @@ class CPUSession(WaveNetSession):
             n, _pointer(first), _pointer(local), _pointer(self._global), _pointer(uniforms),
             float(temperature),
             _pointer(classes), _pointer(values), _pointer(params), _pointer(diagnostics),
-            int(self.threads))
+            free_threads(self.threads))  # fewer on a busy machine; items stay on one thread
         if status != 0:
             raise RuntimeError(f"cpu sampling kernel failed (status {status})")
         self.time += n
