@@ -24,9 +24,13 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
 
 
-def test_step_threads_only_narrows_one_item_on_the_cpu():
-    assert step_threads(1, torch.device("cpu")) == 1
-    assert step_threads(2, torch.device("cpu")) is None
+def test_step_threads_narrows_one_item_and_busy_machines_on_the_cpu(monkeypatch):
+    fake_machine(monkeypatch, 2, [2] * 3, own_runnable=2)  # quiet
+    with torch_threads(2):
+        assert step_threads(1, torch.device("cpu")) == 1
+        assert step_threads(2, torch.device("cpu")) == 2
+        fake_machine(monkeypatch, 2, [3] * 3, own_runnable=2)  # one busy competitor
+        assert step_threads(2, torch.device("cpu")) == 1
     assert step_threads(1, torch.device("cuda")) is None
 
 

@@ -128,9 +128,12 @@ def torch_threads(count: int | None):
 
 
 def step_threads(batch: int, device: torch.device) -> int | None:
-    """The thread count for per-step ops of ``batch`` items on ``device``: 1 for one item
-    on the CPU (parallel regions that small only wait), else None (leave it)."""
-    return 1 if device.type == "cpu" and batch == 1 else None
+    """The thread count for per-step ops of ``batch`` items on ``device``: on the CPU 1 for
+    one item (parallel regions that small only wait), else :func:`free_threads`; None (leave
+    it) elsewhere."""
+    if device.type != "cpu":
+        return None
+    return 1 if batch == 1 else free_threads()
 
 
 __all__ = ["competing_threads", "free_threads", "shared_machine_threads", "step_threads",
