@@ -13,16 +13,28 @@ The baseline, :class:`PlainWaveNet`, is the textbook layout written here in a fe
 and 1x1 residual and skip convs; then ReLU-1x1-ReLU-1x1; the mel upsampled by depthwise
 transposed convs. It has wavegen's parameters, layer by layer.
 
+Two tables:
+
+* **As they run** (the headline): each model in its own process, as its user runs it.
+  wavegen as ``wavegen train`` does (glibc malloc kept from returning freed blocks:
+  :func:`wavegen.utils.allocator.keep_freed_memory`), the baseline as a plain script
+  (default malloc). The processes alternate ``--rounds`` times, ``--repeats`` steps each
+  after a warm-up step; medians.
+* **Model code alone**: both models in one process with the same allocator (default malloc,
+  then tuned), alternating steps.
+
 Usage: python scripts/bench_wavenet_training.py [--batch 4] [--samples 8192] [--threads 2]
-       [--repeats 5]
+       [--repeats 5] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -94,14 +106,8 @@ def step_time(model, optimiser, loss_fn) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=8192)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def make_runs(args, names=("wavegen", "plain PyTorch")) -> dict:
+    """name -> (model, optimiser, loss closure) for the reference configuration."""
     torch.manual_seed(0)
     config = reference_config()
     ours, plain = WaveNet(config), PlainWaveNet(config)
@@ -114,23 +120,83 @@ def main() -> None:
         "plain PyTorch": (plain, torch.optim.Adam(plain.parameters(), 1e-4),
                           lambda: plain.loss(targets, local)),
     }
+    return {name: runs[name] for name in names}
+
+
+def alternating_steps(runs: dict, repeats: int) -> dict:
+    """name -> seconds of each of ``repeats`` steps, the models alternating (after a
+    warm-up step each)."""
     times = {name: [] for name in runs}
-    for name, run in runs.items():
+    for run in runs.values():
         step_time(*run)  # warm-up
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, run in runs.items():
             times[name].append(step_time(*run))
+    return times
+
+
+def child(args) -> None:
+    """One model's steps in this process, set up as its user runs it; JSON on stdout."""
+    if args.child == "wavegen":
+        from wavegen.utils.allocator import keep_freed_memory
+
+        keep_freed_memory()  # what `wavegen train` does at start
+    times = alternating_steps(make_runs(args, (args.child,)), args.repeats)[args.child]
+    print(json.dumps(times))
+
+
+def in_processes(args) -> dict:
+    """name -> step times, each model in its own processes (alternating rounds)."""
+    times = {"wavegen": [], "plain PyTorch": []}
+    for _ in range(args.rounds):
+        for name in times:
+            out = subprocess.run([sys.executable, __file__, "--child", name,
+                                  "--batch", str(args.batch), "--samples", str(args.samples),
+                                  "--threads", str(args.threads), "--repeats", str(args.repeats)],
+                                 capture_output=True, text=True, check=True)
+            times[name] += json.loads(out.stdout.strip().splitlines()[-1])
+    return times
+
+
+def print_table(title: str, times: dict, counts: dict) -> None:
     median = {name: statistics.median(v) for name, v in times.items()}
-    count = {name: sum(p.numel() for p in run[0].parameters()) for name, run in runs.items()}
+    print(f"# {title}")
+    print("| model | parameters | seconds / step | plain / model |")
+    print("| --- | --- | --- | --- |")
+    for name in times:
+        print(f"| {name} | {counts[name] / 1e6:.2f} M | {median[name]:.3f} | "
+              f"{median['plain PyTorch'] / median[name]:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", choices=("wavegen", "plain PyTorch"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args)
+        return
     print(f"# WaveNet training step (forward + loss + backward + Adam), batch {args.batch} x "
           f"{args.samples} samples, reference configuration; {platform.machine()}, "
           f"{os.cpu_count()} cpus, torch {torch.__version__} ({args.threads} threads), "
-          f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} alternating steps")
-    print("| model | parameters | seconds / step | plain / model |")
-    print("| --- | --- | --- | --- |")
-    for name in runs:
-        print(f"| {name} | {count[name] / 1e6:.2f} M | {median[name]:.3f} | "
-              f"{median['plain PyTorch'] / median[name]:.2f}x |")
+          f"{time.strftime('%Y-%m-%d')}")
+    runs = make_runs(args)
+    counts = {name: sum(p.numel() for p in run[0].parameters()) for name, run in runs.items()}
+    print_table(f"as they run: own processes, wavegen with its allocator setting, median of "
+                f"{args.rounds} x {args.repeats} steps", in_processes(args), counts)
+    print_table(f"model code alone, one process, default malloc, median of {args.repeats} "
+                f"alternating steps", alternating_steps(runs, args.repeats), counts)
+    from wavegen.utils.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    print_table(f"model code alone, one process, both with wavegen's allocator setting, "
+                f"median of {args.repeats} alternating steps",
+                alternating_steps(runs, args.repeats), counts)
 
 
 if __name__ == "__main__":
