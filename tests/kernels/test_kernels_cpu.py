@@ -421,3 +421,24 @@ def test_priming_reads_only_the_last_receptive_field_of_a_long_prompt():
     changed[:, : length - rf] = 0
     for a, b in zip(primed, prime_layer_inputs(model, changed, stream)):
         assert torch.equal(a, b)
+
+
+def test_the_kernels_share_torchs_openmp_runtime():
+    """One OpenMP runtime in the process: the C kernels link ``libgomp.so.1`` by its soname,
+    and the dynamic linker resolves it to the copy torch has already loaded, so there is
+    one thread pool (not two pools spinning against each other on a busy machine)."""
+    import sys
+
+    from wavegen.audio import mel_kernel
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/self/maps is Linux only")
+    load_library()
+    try:
+        mel_kernel.LIBRARY.load()
+    except Exception:  # noqa: BLE001 - the mel kernel is optional here
+        pass
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps
+                    if "libgomp" in line or "libiomp" in line or "libomp" in line}
+    assert len(runtimes) <= 1, runtimes
