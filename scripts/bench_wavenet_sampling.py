@@ -24,6 +24,7 @@ median of each is reported, with the ratio cpu / reference.
 Usage: python scripts/bench_wavenet_sampling.py [--batches 1 16] [--cached-steps 2000]
        [--naive-steps 20] [--backend-steps 2000] [--reference-steps 500] [--threads 2]
        [--repeats 3] [--skip-driver] [--teacher-forced] [--contention N]
+       python scripts/bench_wavenet_sampling.py --plain-loop [--reference-steps 500]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from wavegen import kernels
 from wavegen.models.wavenet import WaveNet, WaveNetConfig, describe
@@ -130,6 +132,89 @@ def end_to_end(model: WaveNet, name: str, batch: int, steps: int, seed: int = 0)
     return frames * HOP, time.perf_counter() - start
 
 
+class PlainIncrementalWaveNet:
+    """A textbook incremental WaveNet sampler in plain PyTorch (written here, in the layout
+    of r9y9/wavenet_vocoder's ``incremental_forward``), over a wavegen model's weights: per
+    layer a queue of its last ``(k - 1) d + 1`` inputs shifted by ``torch.cat`` every step,
+    the dilated conv as one ``F.linear`` over the taps, the layer's slice of the mel
+    projection, tanh * sigmoid, residual and skip ``F.linear``; then the output stack, a
+    softmax and an inverse-CDF draw. Torch's default thread count."""
+
+    def __init__(self, model: WaveNet):
+        c = model.config
+        self.k, self.width = c.kernel_size, 2 * c.gate_channels
+        self.embed = model.input.weight.detach()
+        self.upsampler = model.upsampler
+        projection = model.local_projection.weight.detach()[..., 0]
+        self.layers = []
+        for i, layer in enumerate(model.layers):
+            w = layer.conv.weight.detach()  # [2G, R, k]
+            self.layers.append((
+                layer.conv.dilation[0], w.permute(0, 2, 1).reshape(w.shape[0], -1),
+                layer.conv.bias.detach(), projection[i * self.width:(i + 1) * self.width],
+                None if layer.residual is None else layer.residual.weight.detach()[..., 0],
+                None if layer.residual is None else layer.residual.bias.detach(),
+                layer.skip.weight.detach()[..., 0], layer.skip.bias.detach()))
+        self.out = [(m.weight.detach()[..., 0], m.bias.detach())
+                    for m in (model.output[1], model.output[3])]
+
+    @torch.no_grad()
+    def generate(self, local: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        batch, steps = uniforms.shape[0], uniforms.shape[1]
+        c = self.upsampler(local)[..., :steps]  # [B, C, T]
+        queues = [torch.zeros(batch, self.embed.shape[1], (self.k - 1) * d + 1)
+                  for d, *_ in self.layers]
+        x = self.embed[torch.full((batch,), 128)]
+        out = torch.empty(batch, steps, dtype=torch.long)
+        for t in range(steps):
+            skips = 0
+            ct = c[:, :, t]
+            for i, (d, w, b, p, wr, br, ws, bs) in enumerate(self.layers):
+                queues[i] = torch.cat([queues[i][:, :, 1:], x[:, :, None]], 2)
+                taps = queues[i][:, :, ::d]  # [B, R, k], oldest first
+                h = F.linear(taps.transpose(1, 2).reshape(batch, -1), w, b) + F.linear(ct, p)
+                a, g = h.chunk(2, dim=1)
+                z = torch.tanh(a) * torch.sigmoid(g)
+                if wr is not None:
+                    x = x + F.linear(z, wr, br)
+                skips = skips + F.linear(z, ws, bs)
+            h = F.relu(F.linear(F.relu(skips), *self.out[0]))
+            probs = torch.softmax(F.linear(h, *self.out[1]), dim=-1)
+            sample = (probs.cumsum(-1) < uniforms[:, t, None]).sum(-1).clamp_max(probs.shape[-1] - 1)
+            out[:, t] = sample
+            x = self.embed[sample]
+        return out
+
+
+def plain_loop_comparison(model: WaveNet, batches, steps: int, repeats: int) -> None:
+    """Samples/s of the plain loop and of the reference backend, alternating; a table."""
+    plain = PlainIncrementalWaveNet(model)
+    print(f"# the reference backend's loop against a plain per-layer PyTorch loop "
+          f"(PlainIncrementalWaveNet), {steps} steps, median of {repeats} alternating runs; "
+          f"the reference's set-up (conditioning, prompt priming) is outside its timing, the "
+          f"plain loop's upsampling inside")
+    print("| batch | plain loop | reference backend | reference / plain |")
+    print("| --- | --- | --- | --- |")
+    for batch in batches:
+        times = {"plain": [], "reference": []}
+        for r in range(repeats):
+            total, local_r, prompt, uniforms_r = backend_inputs(model, batch, steps, seed=r)
+            _, session = kernels.open_session("reference", model, batch, total, local_r, None,
+                                              prompt)
+            session.state  # the model's set-up (conditioning, priming) outside the timing
+            start = time.perf_counter()
+            session.generate(prompt[:, -1], uniforms_r, 1.0)
+            times["reference"].append(batch * steps / (time.perf_counter() - start))
+            frames = -(-steps // HOP)
+            local = torch.randn(batch, 80, frames, generator=torch.Generator().manual_seed(r))
+            uniforms = draw_uniforms(batch, steps, 1, r)[..., 0]
+            start = time.perf_counter()
+            plain.generate(local, uniforms)
+            times["plain"].append(batch * steps / (time.perf_counter() - start))
+        p, ref = statistics.median(times["plain"]), statistics.median(times["reference"])
+        print(f"| {batch} | {p:.1f} | {ref:.1f} | {ref / p:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=None,
@@ -154,6 +239,9 @@ def main() -> None:
     parser.add_argument("--contention", type=int, default=0, metavar="N",
                         help="also time the backends with N busy processes competing for "
                              "the cores (scripts/contention.py) and print that table too")
+    parser.add_argument("--plain-loop", action="store_true",
+                        help="only compare the reference backend with a plain per-layer "
+                             "PyTorch loop (PlainIncrementalWaveNet)")
     parser.add_argument("--skip-driver", action="store_true",
                         help="time only the backends (not the naive and cached drivers)")
     args = parser.parse_args()
@@ -166,7 +254,10 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # the reference in full float32
         torch.backends.cudnn.allow_tf32 = False
-    names = args.backends or [n for n in ("cpu", "cudagraph", "triton", "cuda")
+    if args.plain_loop:
+        plain_loop_comparison(model, batches, args.reference_steps, args.repeats)
+        return
+    names = args.backends or [n for n in ("cpu", "cpu-bf16", "cudagraph", "triton", "cuda")
                               if kernels.why_not(n, model) is None]
     for name in names:
         reason = kernels.why_not(name, model)
