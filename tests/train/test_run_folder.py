@@ -222,6 +222,10 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str, results: str) -
     except Exception as exc:  # recorded for the test to check
         outcome = type(exc).__name__
     finally:
+        # Both ranks leave the group together: a rank that tore its connections down while
+        # the other was still finishing the stop broadcast made gloo abort (SIGABRT), now
+        # and then.
+        dist.barrier()
         dist.destroy_process_group()
     Path(results, f"rank{rank}").write_text(outcome)
 

@@ -46,6 +46,7 @@ def test_the_reference_loop_steps_on_one_thread_at_batch_1_and_restores(monkeypa
         return step(*args, **kwargs)
 
     monkeypatch.setattr(model, "step", recording_step)
+    fake_machine(monkeypatch, 2, [2] * 99, own_runnable=2)  # quiet, whatever else runs now
     before = torch.get_num_threads()
     with torch_threads(2):
         one = generate(model, 5, uniforms=draw_uniforms(1, 5, 1, 0))
