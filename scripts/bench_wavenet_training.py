@@ -23,8 +23,11 @@ Two tables:
 * **Model code alone**: both models in one process with the same allocator (default malloc,
   then tuned), alternating steps.
 
+``--contention N`` repeats the first table while N busy processes compete for the cores,
+wavegen's run with ``train.threads: auto`` (the cores free when it starts).
+
 Usage: python scripts/bench_wavenet_training.py [--batch 4] [--samples 8192] [--threads 2]
-       [--repeats 5] [--rounds 2]
+       [--repeats 5] [--rounds 2] [--contention N]
 """
 
 from __future__ import annotations
@@ -139,20 +142,25 @@ def child(args) -> None:
     """One model's steps in this process, set up as its user runs it; JSON on stdout."""
     if args.child == "wavegen":
         from wavegen.utils.allocator import keep_freed_memory
+        from wavegen.utils.threads import free_threads
 
         keep_freed_memory()  # what `wavegen train` does at start
+        if args.auto_threads:  # what `--set train.threads=auto` does when the run starts
+            torch.set_num_threads(free_threads())
     times = alternating_steps(make_runs(args, (args.child,)), args.repeats)[args.child]
     print(json.dumps(times))
 
 
-def in_processes(args) -> dict:
-    """name -> step times, each model in its own processes (alternating rounds)."""
+def in_processes(args, auto_threads: bool = False) -> dict:
+    """name -> step times, each model in its own processes (alternating rounds); with
+    ``auto_threads`` wavegen's run takes ``train.threads: auto``."""
     times = {"wavegen": [], "plain PyTorch": []}
     for _ in range(args.rounds):
         for name in times:
             out = subprocess.run([sys.executable, __file__, "--child", name,
                                   "--batch", str(args.batch), "--samples", str(args.samples),
-                                  "--threads", str(args.threads), "--repeats", str(args.repeats)],
+                                  "--threads", str(args.threads), "--repeats", str(args.repeats)]
+                                 + (["--auto-threads"] if auto_threads else []),
                                  capture_output=True, text=True, check=True)
             times[name] += json.loads(out.stdout.strip().splitlines()[-1])
     return times
@@ -175,7 +183,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also run the as-they-run table with N busy processes competing, "
+                             "wavegen with train.threads: auto")
     parser.add_argument("--child", choices=("wavegen", "plain PyTorch"), help=argparse.SUPPRESS)
+    parser.add_argument("--auto-threads", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
@@ -187,8 +199,19 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d')}")
     runs = make_runs(args)
     counts = {name: sum(p.numel() for p in run[0].parameters()) for name, run in runs.items()}
+    quiet = in_processes(args)
     print_table(f"as they run: own processes, wavegen with its allocator setting, median of "
-                f"{args.rounds} x {args.repeats} steps", in_processes(args), counts)
+                f"{args.rounds} x {args.repeats} steps", quiet, counts)
+    if args.contention:
+        from contention import competing_load
+
+        with competing_load(args.contention):
+            loaded = in_processes(args, auto_threads=True)
+        print_table(f"as they run under load ({args.contention} busy process(es)), wavegen "
+                    f"with train.threads: auto", loaded, counts)
+        print("# loaded / quiet: " + ", ".join(
+            f"{name} {statistics.median(quiet[name]) / statistics.median(loaded[name]):.2f}"
+            for name in quiet))
     print_table(f"model code alone, one process, default malloc, median of {args.repeats} "
                 f"alternating steps", alternating_steps(runs, args.repeats), counts)
     from wavegen.utils.allocator import keep_freed_memory

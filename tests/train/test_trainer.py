@@ -193,6 +193,58 @@ def test_resume_is_exact_for_a_model_that_draws_random_numbers_in_training(tmp_p
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_run_keeps_its_thread_count_across_a_resume(tmp_path, monkeypatch):
+    """A run trains on ``train.threads`` (``auto``: the cores free when it starts), saves
+    the count in its checkpoints and a resume uses it again, whatever torch's setting and
+    the machine's load are then: the resumed weights equal an uninterrupted run's. An
+    explicit other count is obeyed and said."""
+    from wavegen.checkpoint import load_training_state
+
+    import wavegen.train.trainer as trainer_module
+
+    overrides = ["train.checkpoint_every=3", "train.val_every=100", "model.dropout=0.2"]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        straight = trainer_for(tmp_path / "straight", "train.steps=6", "train.threads=1",
+                               *overrides)
+        seen = []
+        real_step = straight._train_step
+        straight._train_step = lambda it: seen.append(torch.get_num_threads()) or real_step(it)
+        straight.fit()
+        assert set(seen) == {1} and torch.get_num_threads() == 2  # restored afterwards
+        # 'auto' on a machine with one busy competitor: one of the two cores.
+        monkeypatch.setattr(trainer_module, "free_threads", lambda requested=None: 1)
+        trainer_for(tmp_path / "split", "train.steps=3", "train.threads=auto", *overrides).fit()
+        state = load_training_state(tmp_path / "split" / "checkpoints" / "step-0000003")
+        assert state["threads"] == 1
+        # Resumed with torch on 2 threads and 'auto' now finding two free cores: the saved
+        # count wins, and the bits are the uninterrupted run's.
+        monkeypatch.setattr(trainer_module, "free_threads", lambda requested=None: 2)
+        resumed = trainer_for(tmp_path / "split", "train.steps=6", "train.threads=auto",
+                              *overrides)
+        seen.clear()
+        real_resumed = resumed._train_step
+        resumed._train_step = lambda it: seen.append(torch.get_num_threads()) or real_resumed(it)
+        resumed.fit(resume=True)
+        assert set(seen) == {1}
+        a, b = final_weights(tmp_path / "straight", 6), final_weights(tmp_path / "split", 6)
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+        explicit = trainer_for(tmp_path / "split", "train.steps=7", "train.threads=2",
+                               *overrides)
+        assert explicit._run_threads(1) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", [-1, "many", "2"])
+def test_bad_thread_counts_are_config_errors(tmp_path, value):
+    with pytest.raises(ConfigError, match="train.threads"):
+        trainer_for(tmp_path, f"train.threads={value!r}" if isinstance(value, str)
+                    else f"train.threads={value}")
+
+
 # --------------------------------------------------------------------------- what a run prints
 
 def test_validation_results_print_as_they_come_with_or_without_the_bar(tmp_path, capsys):

@@ -46,6 +46,12 @@ class TrainConfig:
         keep_last: checkpoints kept besides ``best``.
         sample_seconds: length of the audio sample generated at each validation (0 = none).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: torch's CPU threads for the run: 0 (torch's own setting), a count, or
+            ``"auto"``: the cores no other process keeps busy when the run starts
+            (:func:`wavegen.utils.threads.free_threads`). The count a run trains with is
+            saved in its checkpoints and a resumed run uses it again (gradients depend on
+            it, and a resumed run must repeat the same bits), unless ``threads`` names
+            another count explicitly.
     """
 
     steps: int = 1000
@@ -70,6 +76,7 @@ class TrainConfig:
     keep_last: int = 3
     sample_seconds: float = 0.0
     device: str = "auto"
+    threads: int | str = 0
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "accumulate", "log_every", "val_every",
@@ -83,6 +90,10 @@ class TrainConfig:
             raise ConfigError(f"train.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if isinstance(self.threads, str) and self.threads != "auto" or \
+                isinstance(self.threads, int) and self.threads < 0:
+            raise ConfigError(f"train.threads must be a count >= 0 (0: torch's setting) or "
+                              f"'auto', got {self.threads!r}")
         if self.batch_size % self.accumulate:
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be divisible by "
                               f"train.accumulate ({self.accumulate})")

@@ -62,6 +62,7 @@ from wavegen.train.run_folder import (BEST, CHECKPOINTS, LATEST, RECIPE, SAMPLES
 from wavegen.train.schedules import lr_factor
 from wavegen.train.tasks.base import Task
 from wavegen.utils.atomic import atomic_write_text, storage_errors_named
+from wavegen.utils.threads import free_threads, torch_threads
 
 __all__ = ["Trainer", "pick_device", "to_device", "CHECKPOINTS", "LATEST", "BEST"]
 
@@ -216,9 +217,22 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps``; returns the last validation metrics."""
         with self._claimed_run_folder(resume):
-            if resume:
-                self._resume()
-            return self._loop()
+            saved_threads = self._resume() if resume else None
+            with torch_threads(self._run_threads(saved_threads)):
+                return self._loop()
+
+    def _run_threads(self, saved: int | None) -> int | None:
+        """The CPU thread count to train with (see ``TrainConfig.threads``): the resumed
+        run's own, else the configured count, ``auto``'s free cores or torch's setting."""
+        wanted = self.config.threads
+        if saved is not None and not (isinstance(wanted, int) and wanted > 0 and wanted != saved):
+            return saved
+        if saved is not None and self.dist.is_main:
+            print(f"training on {wanted} threads where the run trained on {saved}: the steps "
+                  f"from here differ in the last bits from an uninterrupted run", flush=True)
+        if wanted == "auto":
+            return free_threads()
+        return wanted or None
 
     @contextlib.contextmanager
     def _claimed_run_folder(self, resume: bool):
@@ -411,6 +425,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
             "task": task_states[0],
+            "threads": torch.get_num_threads(),
         }
         if self.dist.enabled:  # each rank carries its own (e.g. its lanes' TBPTT states)
             state["task_ranks"] = task_states
@@ -444,7 +459,9 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
         barrier(self.dist)
 
-    def _resume(self) -> None:
+    def _resume(self) -> int | None:
+        """Load the latest checkpoint's weights and training state; returns the thread
+        count the run trained with (None when the checkpoint does not say)."""
         path = self.run_folder.latest()
         state = load_training_state(path)
         if state.get("world_size", 1) != self.dist.world_size:
@@ -469,3 +486,5 @@ class Trainer:
         self.task.load_state_dict((ranks[self.dist.rank] if ranks else state.get("task")) or {})
         self.step = int(state["step"])
         self.best = float(state["best"])
+        threads = state.get("threads")  # absent in checkpoints of older versions
+        return None if threads is None else int(threads)
