@@ -196,6 +196,26 @@ typedef struct {
     int nin2;
 } mm_args;
 
+/* A tile's accumulators: bias (+ the item's addend ``init``) per output vector and item. */
+#define TILE_START(NV, NB)                                                                   \
+    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                     \
+    {                                                                                        \
+        int o = (v0 + v) * VL;                                                               \
+        vf bias = vload(a->bias + o);                                                        \
+        _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                                 \
+            acc[b * NV + v] = a->init                                                        \
+                ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;      \
+    }
+
+/* A tile's accumulators stored to the items' outputs (the last vector may be partial). */
+#define TILE_FINISH(NV, NB)                                                                  \
+    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                     \
+    {                                                                                        \
+        int o = (v0 + v) * VL;                                                               \
+        _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                                 \
+            vstore_n(a->out + b * a->out_stride + o, acc[b * NV + v], a->nout - o);          \
+    }
+
 /*
  * One register tile: output vectors v0 .. v0 + NV - 1 for NB items,
  *   out[b][o] = bias[o] + init[b][o] + sum_i W[o][i] x_b[i],
@@ -208,14 +228,7 @@ typedef struct {
     {                                                                                        \
         vf acc[NV * NB];                                                                     \
         const size_t vstride = (size_t)a->nin * VL;                                          \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
-        {                                                                                    \
-            int o = (v0 + v) * VL;                                                           \
-            vf bias = vload(a->bias + o);                                                    \
-            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
-                acc[b * NV + v] = a->init                                                    \
-                    ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;  \
-        }                                                                                    \
+        TILE_START(NV, NB)                                                                   \
         const float *w = (const float *)a->w + (size_t)v0 * vstride;                         \
         for (int s = 0; s < a->nseg; s++) {                                                  \
             const float *x = a->segs[s].x;                                                   \
@@ -233,12 +246,7 @@ typedef struct {
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
-        {                                                                                    \
-            int o = (v0 + v) * VL;                                                           \
-            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
-                vstore_n(a->out + b * a->out_stride + o, acc[b * NV + v], a->nout - o);      \
-        }                                                                                    \
+        TILE_FINISH(NV, NB)                                                                  \
     }
 
 typedef void (*tile_fn)(const mm_args *, int);
@@ -248,19 +256,22 @@ typedef void (*tile_fn)(const mm_args *, int);
 #if VL == 16
 #define NBMAX 8
 static const int nv_for_nb[NBMAX + 1] = {0, 8, 6, 6, 5, 4, 3, 3, 3};
-#define T3(NB) TILE_FN(1, NB) TILE_FN(2, NB) TILE_FN(3, NB)
-#define T4(NB) T3(NB) TILE_FN(4, NB)
-#define T5(NB) T4(NB) TILE_FN(5, NB)
-#define T6(NB) T5(NB) TILE_FN(6, NB)
-#define T8(NB) T6(NB) TILE_FN(7, NB) TILE_FN(8, NB)
-T8(1) T6(2) T6(3) T5(4) T4(5) T3(6) T3(7) T3(8)
-#define R3(NB) tile_1_##NB, tile_2_##NB, tile_3_##NB
-#define R4(NB) R3(NB), tile_4_##NB
-#define R5(NB) R4(NB), tile_5_##NB
-#define R6(NB) R5(NB), tile_6_##NB
-#define R8(NB) R6(NB), tile_7_##NB, tile_8_##NB
-static const tile_fn tiles[NBMAX][8] = {{R8(1)}, {R6(2)}, {R6(3)}, {R5(4)},
-                                        {R4(5)}, {R3(6)}, {R3(7)}, {R3(8)}};
+/* Every tile function F(NV, NB) the table below names, and the table of prefix P. */
+#define F3(F, NB) F(1, NB) F(2, NB) F(3, NB)
+#define F4(F, NB) F3(F, NB) F(4, NB)
+#define F5(F, NB) F4(F, NB) F(5, NB)
+#define F6(F, NB) F5(F, NB) F(6, NB)
+#define F8(F, NB) F6(F, NB) F(7, NB) F(8, NB)
+#define DEFINE_TILES(F) F8(F, 1) F6(F, 2) F6(F, 3) F5(F, 4) F4(F, 5) F3(F, 6) F3(F, 7) F3(F, 8)
+#define R3(P, NB) P##_1_##NB, P##_2_##NB, P##_3_##NB
+#define R4(P, NB) R3(P, NB), P##_4_##NB
+#define R5(P, NB) R4(P, NB), P##_5_##NB
+#define R6(P, NB) R5(P, NB), P##_6_##NB
+#define R8(P, NB) R6(P, NB), P##_7_##NB, P##_8_##NB
+#define TILE_TABLE(P) {{R8(P, 1)}, {R6(P, 2)}, {R6(P, 3)}, {R5(P, 4)}, \
+                       {R4(P, 5)}, {R3(P, 6)}, {R3(P, 7)}, {R3(P, 8)}}
+DEFINE_TILES(TILE_FN)
+static const tile_fn tiles[NBMAX][8] = TILE_TABLE(tile);
 #else
 #define NBMAX 4
 static const int nv_for_nb[NBMAX + 1] = {0, 4, 4, 3, 2};
@@ -285,14 +296,7 @@ static const tile_fn tiles[NBMAX][8] = {{R4(1)}, {R4(2)}, {R3(3)}, {R2(4)}};
     {                                                                                        \
         vf acc[NV * NB];                                                                     \
         const size_t vstride = (size_t)a->nin2 * VL;                                         \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
-        {                                                                                    \
-            int o = (v0 + v) * VL;                                                           \
-            vf bias = vload(a->bias + o);                                                    \
-            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
-                acc[b * NV + v] = a->init                                                    \
-                    ? bias + vload_n(a->init + b * a->init_stride + o, a->nout - o) : bias;  \
-        }                                                                                    \
+        TILE_START(NV, NB)                                                                   \
         const uint32_t *w = (const uint32_t *)a->w + (size_t)v0 * vstride;                   \
         const uint32_t *x = a->xh;                                                           \
         const ptrdiff_t xstride = a->xh_stride;                                              \
@@ -307,26 +311,10 @@ static const tile_fn tiles[NBMAX][8] = {{R4(1)}, {R4(2)}, {R3(3)}, {R2(4)}};
                     acc[b * NV + v] = (vf)_mm512_dpbf16_ps((__m512)acc[b * NV + v], wv[v], xv); \
             }                                                                                \
         }                                                                                    \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
-        {                                                                                    \
-            int o = (v0 + v) * VL;                                                           \
-            _Pragma("GCC unroll 8") for (int b = 0; b < NB; b++)                             \
-                vstore_n(a->out + b * a->out_stride + o, acc[b * NV + v], a->nout - o);      \
-        }                                                                                    \
+        TILE_FINISH(NV, NB)                                                                  \
     }
-#define H3(NB) TILE_BF16_FN(1, NB) TILE_BF16_FN(2, NB) TILE_BF16_FN(3, NB)
-#define H4(NB) H3(NB) TILE_BF16_FN(4, NB)
-#define H5(NB) H4(NB) TILE_BF16_FN(5, NB)
-#define H6(NB) H5(NB) TILE_BF16_FN(6, NB)
-#define H8(NB) H6(NB) TILE_BF16_FN(7, NB) TILE_BF16_FN(8, NB)
-H8(1) H6(2) H6(3) H5(4) H4(5) H3(6) H3(7) H3(8)
-#define Q3(NB) tileh_1_##NB, tileh_2_##NB, tileh_3_##NB
-#define Q4(NB) Q3(NB), tileh_4_##NB
-#define Q5(NB) Q4(NB), tileh_5_##NB
-#define Q6(NB) Q5(NB), tileh_6_##NB
-#define Q8(NB) Q6(NB), tileh_7_##NB, tileh_8_##NB
-static const tile_fn tiles_bf16[NBMAX][8] = {{Q8(1)}, {Q6(2)}, {Q6(3)}, {Q5(4)},
-                                             {Q4(5)}, {Q3(6)}, {Q3(7)}, {Q3(8)}};
+DEFINE_TILES(TILE_BF16_FN)
+static const tile_fn tiles_bf16[NBMAX][8] = TILE_TABLE(tileh);
 #endif
 
 /* out[b] = bias + init[b] + W x[b] for nb items, output vectors [vbeg, vend), by the
