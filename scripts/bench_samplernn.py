@@ -15,8 +15,10 @@ the reference's samples on a short run. Reference and fast runs alternate (a sha
 machine drifts by up to 2x over a minute) and the median of ``--repeats`` runs of each is
 reported, with the ratio fast / reference.
 
+``--contention N`` times both again with N busy processes competing for the cores.
+
 Usage: python scripts/bench_samplernn.py [--preset three_tier] [--batches 1 16]
-       [--seconds 0.25] [--threads 2] [--repeats 3]
+       [--seconds 0.25] [--threads 2] [--repeats 3] [--contention N]
 
 (At the defaults a run takes a few minutes on one core, most of it the reference at
 batch 16.)
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating timed runs per backend (the median is reported)")
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also time both with N busy processes competing for the cores")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,6 +84,22 @@ def main() -> None:
     agree = float((got.samples == expected.samples).float().mean())
     print(f"# {FAST}: {100 * agree:.1f}% of 128 check samples equal to reference")
 
+    rows = time_rows(model, args, steps)
+    print_rows(rows, model, config, args, steps, "quiet machine")
+    if args.contention:
+        from contention import competing_load
+
+        with competing_load(args.contention):
+            loaded = time_rows(model, args, steps)
+        print_rows(loaded, model, config, args, steps,
+                   f"under load: {args.contention} busy process(es) competing")
+        for (batch, quiet), (_, busy) in zip(rows, loaded):
+            print(f"# batch {batch}, loaded / quiet: " + ", ".join(
+                f"{name} {busy[name] / quiet[name]:.2f}" for name in busy))
+
+
+def time_rows(model, args, steps: int) -> list:
+    """(batch, {backend: samples/s}) per batch size, the backends alternating."""
     rows = []
     for batch in args.batches:
         rates = {"reference": [], FAST: []}
@@ -88,6 +108,11 @@ def main() -> None:
                 _, seconds = run(model, name, batch, steps, seed=r)
                 rates[name].append(batch * steps / seconds)
         rows.append((batch, {name: statistics.median(v) for name, v in rates.items()}))
+    return rows
+
+
+def print_rows(rows, model, config, args, steps: int, title: str) -> None:
+    print(f"# {title}")
 
     print(f"# {describe(config)}; {model.num_parameters() / 1e6:.2f} M parameters")
     print(f"# {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__} "

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 
 from wavegen.errors import UsageError
 from wavegen.kernels.base import Backend, Session
+from wavegen.utils.threads import shared_machine_threads
 
 #: Bytes of activations one teacher-forced diagnostics window may hold (roughly).
 DIAGNOSTICS_WINDOW_BYTES = 256 * 2 ** 20
@@ -370,6 +371,12 @@ class SampleRNNCPUSession(Session):
 
     @torch.no_grad()
     def generate(self, previous, uniforms, temperature):
+        # Fewer threads on a busy machine (wavegen.utils.threads); each product's rows stay
+        # whole, so the numbers do not depend on the count.
+        with shared_machine_threads():
+            return self._generate(previous, uniforms, temperature)
+
+    def _generate(self, previous, uniforms, temperature):
         uniforms, temperature = self.check_generate_args(uniforms, temperature, "cpu")
         steps = uniforms.shape[1]
         self._check_time(steps)
