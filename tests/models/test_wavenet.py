@@ -31,6 +31,28 @@ def test_incremental_equals_full_pass(head, kernel_size, conditioning):
     assert torch.allclose(full, steps, atol=1e-5, rtol=1e-5)
 
 
+def test_incremental_conditioning_is_projected_a_chunk_at_a_time(monkeypatch):
+    """The state projects the conditioning a chunk of steps at a time (bounded memory
+    whatever the length) and the steps still equal the full pass, across chunk boundaries and after
+    a prompt that ends inside a chunk."""
+    from wavegen.models.wavenet import ProjectedRows
+
+    monkeypatch.setattr(ProjectedRows, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(ProjectedRows, "MIN_STEPS", 7)
+    model = tiny("categorical", 2, "local-nearest+global")
+    batch, length, prompt = 2, 4 * HOP, 10
+    inputs = random_inputs(model, batch, length)
+    local, global_cond = conditioning_inputs(model, batch, length)
+    with torch.no_grad():
+        full = model(inputs, local, global_cond)
+        state = model.start(batch, length, local, global_cond, prompt=inputs[:, 1:prompt + 1])
+        steps = []
+        for t in range(prompt, length):
+            steps.append(model.step(inputs[:, t], state))
+            assert state.local._rows.shape[1] <= 7  # never more than a chunk projected
+    assert torch.allclose(full[..., prompt:], torch.stack(steps, -1), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("head", ["categorical", "mol"])
 @pytest.mark.parametrize("prompt_length", [1, 37])
 def test_priming_from_a_prompt_continues_the_full_pass(head, prompt_length):
