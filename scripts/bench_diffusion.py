@@ -27,7 +27,7 @@ Two more measurements:
   <= 10 NFE is within 10% of the best score at the largest budget.
 
 Usage: python scripts/bench_diffusion.py [--families diffwave wavegrad] [--seconds 1]
-       [--nfe 6 12 50] [--threads 2] [--repeats 1] [--sample-rate HZ]
+       [--nfe 6 12 50] [--threads 2] [--repeats 1] [--sample-rate HZ] [--contention N]
        [--memory-seconds 60] [--quality BUNDLE --corpus DIR [--quality-nfe 3 6 12 25 50 200]]
 """
 
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-seconds", type=float, default=None,
                         help="measure peak memory of vocoding this many seconds instead")
     parser.add_argument("--chunk-frames", type=int, default=512)
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also time the RTF table with N busy processes competing")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quality", default=None, metavar="BUNDLE",
                         help="quality against NFE of this trained bundle instead")
@@ -230,6 +232,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {chunked['peak']:.0f} MiB | {whole['peak']:.0f} MiB | "
                   f"{chunked['before']:.0f} MiB |", flush=True)
         return 0
+    rows = rtf_rows(names, args)
+    if not rows:
+        print("# nothing to time")
+        return 0
+    print_rtf_rows(rows, args.nfe)
+    if args.contention:
+        from contention import competing_load
+
+        with competing_load(args.contention):
+            loaded = rtf_rows(names, args)
+        print(f"# under load: {args.contention} busy process(es) competing")
+        print_rtf_rows(loaded, args.nfe)
+        for (name, _, quiet), (_, _, busy) in zip(rows, loaded):
+            print(f"# {name}, loaded / quiet speed: " + ", ".join(
+                f"NFE {n} {q / b:.2f}" for n, q, b in zip(args.nfe, quiet, busy)))
+    return 0
+
+
+def rtf_rows(names, args) -> list:
+    """(family, parameters, [RTF per NFE budget]) for each buildable family."""
     rows = []
     for name in names:
         try:
@@ -245,15 +267,15 @@ def main(argv: list[str] | None = None) -> int:
                 for nfe in args.nfe]
         rows.append((name, params, rtfs))
         print(f"# {name}: done", file=sys.stderr, flush=True)
-    if not rows:
-        print("# nothing to time")
-        return 0
+    return rows
+
+
+def print_rtf_rows(rows, nfe_budgets) -> None:
     header = f"{'family':<12} {'params':>10} " + " ".join(f"{'RTF@' + str(n):>10}"
-                                                         for n in args.nfe)
+                                                         for n in nfe_budgets)
     print(header)
     for name, params, rtfs in rows:
         print(f"{name:<12} {params / 1e6:>9.2f}M " + " ".join(f"{r:>10.3f}" for r in rtfs))
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from wavegen.diffusion.samplers import (DDPM_VARIANCES, FIXED_STEPS, check_sampl
 from wavegen.diffusion.schedules import NoiseSchedule, ScheduleConfig, make_schedule
 from wavegen.errors import ConfigError
 from wavegen.utils.config import from_dict, to_dict
+from wavegen.utils.threads import shared_machine_threads
 
 
 @dataclass
@@ -165,6 +166,12 @@ class DiffusionProcess:
         is given too, which must then agree); else the grid stored in :attr:`time_grids` for
         the number of steps, unless the caller names a ``spacing``; else the spacing.
         """
+        # Fewer CPU threads on a busy machine (wavegen.utils.threads).
+        with shared_machine_threads():
+            return self._sample(denoise, shape, kwargs)
+
+    def _sample(self, denoise: Denoiser, shape: tuple[int, ...] | None,
+                kwargs: dict) -> torch.Tensor:
         options = {"sampler": self.sampler, "eta": self.eta, "variance": self.ddpm_variance,
                    "spacing": self.spacing, **kwargs}
         if options.get("times") is None:
