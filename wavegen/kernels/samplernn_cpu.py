@@ -69,6 +69,7 @@ import torch.nn.functional as F
 
 from wavegen.errors import UsageError
 from wavegen.kernels.base import Backend, Session
+from wavegen.utils.tensor_key import tensors_key
 from wavegen.utils.threads import shared_machine_threads
 
 #: Bytes of activations one teacher-forced diagnostics window may hold (roughly).
@@ -148,7 +149,7 @@ _weights: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def step_weights(model) -> StepWeights:
     """The model's repacked weights, cached until a parameter changes (in place or replaced)."""
-    key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters())
+    key = tensors_key(model.parameters())
     cached = _weights.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]

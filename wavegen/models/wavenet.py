@@ -35,6 +35,7 @@ from wavegen.nn.gated_residual import GatedResidualBlock
 from wavegen.nn.upsample import (UPSAMPLE_MODES, ConditioningUpsampler, check_factors,
                                   check_local_features)
 from wavegen.utils.config import from_dict, to_dict
+from wavegen.utils.tensor_key import tensors_key
 
 HEADS = ("categorical", "mol", "gaussian")
 #: Most samples a WaveNet may look back: beyond it dilations overflow int64 offsets (from
@@ -595,7 +596,7 @@ class WaveNet(nn.Module):
         afresh, with gradients, while autograd is on)."""
         if torch.is_grad_enabled():
             return StepWeights(self.layers, detach=False)
-        key = tuple((p.data_ptr(), p._version) for p in self.layers.parameters())
+        key = tensors_key(self.layers.parameters())
         cached = self.__dict__.get("_step_cache")
         if cached is None or cached[0] != key:
             cached = (key, StepWeights(self.layers, detach=True))

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wavegen.nn.weight_norm import has_weight_norm
+from wavegen.utils.tensor_key import tensors_key
+
 
 class PlainLayout:
     """``[B, C, T]`` activations; every module is called as it is."""
@@ -69,7 +72,7 @@ class ChannelsLast(PlainLayout):
 
     def _weight(self, module: nn.Module) -> torch.Tensor:
         weight = module.weight
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        key = tensors_key([weight])
         cached = self._weights.get(module)
         if cached is None or cached[0] != key:
             converted = weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
@@ -98,12 +101,8 @@ class ChannelsLast(PlainLayout):
 def inference_layout(model: nn.Module, x: torch.Tensor, cache: ChannelsLast) -> PlainLayout:
     """``cache`` (channels-last) when ``model`` runs inference on the CPU in float32 with
     plain weights (eval mode, no autograd, weight norm folded); :data:`PLAIN` otherwise."""
-    from torch.nn.utils import parametrize
-
     if (model.training or torch.is_grad_enabled() or x.device.type != "cpu"
-            or x.dtype != torch.float32):
-        return PLAIN
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
+            or x.dtype != torch.float32 or has_weight_norm(model)):
         return PLAIN
     return cache
 

@@ -11,8 +11,9 @@ parallel regions end at a barrier, so a region on 2 threads with one of them des
 waits for it (and its partner spins meanwhile), and 2 threads run slower than 1.
 :func:`free_threads` looks at the machine at run time (``/proc/stat``'s runnable threads
 minus this process's own) and gives the threads that have a core to themselves; the heavy
-CPU paths (vocoder chunks, log-mel, Griffin-Lim, the ``cpu`` sampling kernel, training
-steps) run under :func:`shared_machine_threads`. On a quiet machine nothing changes.
+CPU paths (log-mel, Griffin-Lim, vocoder and noise-driven chunks, diffusion sampling, the
+sampling kernels) run under :func:`shared_machine_threads`; a training run reads it once,
+when it starts (``train.threads: auto``), and keeps that count. On a quiet machine nothing changes.
 ``WAVEGEN_FIXED_THREADS=1`` switches this off (always torch's own setting).
 """
 

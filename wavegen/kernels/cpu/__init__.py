@@ -47,6 +47,7 @@ from wavegen.errors import KernelUnavailableError, UsageError
 from wavegen.kernels.base import (Backend, ConditioningStream, WaveNetSession, WaveNetWeights,
                                   head_kind, prime_layer_inputs, wavenet_support)
 from wavegen.native import CLibrary, NativeUnavailable, cache_dir, cpu_flags, find_compiler
+from wavegen.utils.tensor_key import tensors_key
 from wavegen.utils.threads import free_threads
 
 SOURCE = Path(__file__).with_name("wavenet_step.c")
@@ -211,7 +212,7 @@ _packs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def packed_weights(model, vl: int, bf16: bool = False) -> PackedWeights:
     """The model's packed weights, cached (per precision) until a parameter changes (in
     place or replaced)."""
-    key = (vl, tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters()))
+    key = (vl, tensors_key(model.parameters()))
     cached = _packs.setdefault(model, {}).get(bf16)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -403,5 +404,5 @@ class CPUBF16Backend(CPUBackend):
         return None
 
 
-__all__ = ["CPUBF16Backend", "CPUBF16Session", "CPUBackend", "CPUSession", "PackedWeights", "cache_dir", "find_compiler",
-           "load_library", "packed_weights"]
+__all__ = ["CPUBF16Backend", "CPUBF16Session", "CPUBackend", "CPUSession", "PackedWeights",
+           "cache_dir", "find_compiler", "load_library", "packed_weights"]
